@@ -1,0 +1,55 @@
+# mripipe — every target bootstraps .venv (from requirements.lock) when it is missing or stale.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
+export DO_NOT_TRACK := 1
+
+.PHONY: run test test-unit e2e ui bench lint report lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "mripipe needs Python >= 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Set PYTHON=/path/to/python3.11 and retry." >&2; exit 1; }
+	@echo ">> building $(VENV) (one pip command: requirements.lock + mripipe)"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock -e . 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+	touch $(STAMP)
+
+run: $(STAMP)  ## phantom -> preprocess -> split -> patches -> search -> evaluate -> report
+	$(BIN)/snakemake --cores $(CORES) --keep-going --printshellcmds
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+	@$(BIN)/mripipe where
+
+test: $(STAMP)  ## unit tests + one e2e DAG run on a tiny config
+	$(BIN)/pytest -q tests
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+ui: $(STAMP)  ## MLflow UI on the runs of this checkout
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo ">> $$b"; $(BIN)/python $$b || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+lock:  ## regenerate requirements.lock from a fresh resolve of pyproject.toml
+	rm -rf /tmp/mripipe-lock && $(PYTHON) -m venv /tmp/mripipe-lock
+	/tmp/mripipe-lock/bin/pip install --quiet . '.[dev]'
+	/tmp/mripipe-lock/bin/pip freeze --exclude mripipe | sed -E 's/^torch==([0-9.]+)\+.*/torch==\1/' > requirements.lock
+
+clean:
+	rm -rf results/* .snakemake mlflow.db mlartifacts
+	git checkout -- results/README.md

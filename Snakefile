@@ -1,0 +1,26 @@
+# mripipe: raw MRI -> evaluated, tracked, versioned model. Thin by design: every rule calls the
+# `mripipe` CLI; the logic lives in src/mripipe/. See README.md and workflow/rules/.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/summary.json",
+        "results/preprocessed/qc.tsv",
+    default_target: True

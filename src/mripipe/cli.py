@@ -1,0 +1,192 @@
+"""The ``mripipe`` command: parses arguments, sets up logging, dispatches to a stage function.
+
+No logic lives here: each subcommand calls one plain typed function of its stage module, which is
+what the unit tests call too. Stage modules are imported lazily so ``mripipe --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from mripipe.utils import setup_logging
+
+log = logging.getLogger("mripipe")
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--params must be a JSON object")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", default=None, help="also log to this file (the rule's log:)")
+    p.add_argument("--params", type=_json, default={}, help="the stage's config section as JSON")
+
+
+def _run(module: str, func: str) -> Callable[[argparse.Namespace], Any]:
+    def call(ns: argparse.Namespace) -> Any:
+        fn = getattr(importlib.import_module(f"mripipe.{module}"), func)
+        return fn(ns)
+
+    return call
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their arguments."""
+    parser = argparse.ArgumentParser(prog="mripipe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="generate the built-in phantom BIDS cohort")
+    _common(p)
+    p.add_argument("--out", required=True, help="BIDS root to create (must not exist yet)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_run("phantom", "cli_phantom"))
+
+    p = sub.add_parser("manifest", help="index a BIDS dataset into results/manifest.tsv")
+    _common(p)
+    p.add_argument("--root", required=True)
+    p.add_argument("--channels", nargs="+", required=True)
+    p.add_argument("--label", required=True, help="derivatives folder with lesion masks")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run("manifest", "cli_manifest"))
+
+    p = sub.add_parser("fingerprint", help="dataset fingerprint: target spacing (nnU-Net rule)")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run("fingerprint", "cli_fingerprint"))
+
+    p = sub.add_parser("preprocess", help="preprocess one scan into template space")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--scan", required=True)
+    p.add_argument("--fingerprint", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_run("preprocess", "cli_preprocess"))
+
+    p = sub.add_parser("qc-table", help="gather per-scan qc.json into a table and a plot")
+    _common(p)
+    p.add_argument("--qc", nargs="+", required=True, help="qc.json files")
+    p.add_argument("--out", required=True, help="qc.tsv")
+    p.add_argument("--plot", required=True, help="summary PNG")
+    p.set_defaults(func=_run("qc", "cli_qc_table"))
+
+    p = sub.add_parser("split", help="patient-level stratified split with a locked test set")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run("split", "cli_split"))
+
+    p = sub.add_parser("patches", help="label-balanced patches of the training/validation scans")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--splits", required=True)
+    p.add_argument("--preprocessed", required=True, help="results/preprocessed")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_run("patches", "cli_patches"))
+
+    p = sub.add_parser("search-init", help="create the MLflow parent run of an experiment's search")
+    _common(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--tracking-uri", required=True)
+    p.add_argument("--out", required=True, help="results/{experiment}/search.json")
+    p.set_defaults(func=_run("tracking", "cli_search_init"))
+
+    p = sub.add_parser("train", help="train one random-search trial")
+    _common(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--trial", required=True, help="trial-000, trial-001, ...")
+    p.add_argument("--patches", required=True, help="results/patches")
+    p.add_argument("--splits", required=True)
+    p.add_argument("--preprocessed", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--search", required=True, help="results/{experiment}/search.json")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_run("train", "cli_train"))
+
+    p = sub.add_parser("select", help="pick the best trial on the validation metric only")
+    _common(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--trials", nargs="+", required=True, help="trial folders")
+    p.add_argument("--search", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run("select", "cli_select"))
+
+    p = sub.add_parser("predict", help="inference of the selected model on the test scans")
+    _common(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--selected", required=True)
+    p.add_argument("--splits", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--preprocessed", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_run("predict", "cli_predict"))
+
+    p = sub.add_parser("evaluate", help="metrics with bootstrap CIs on the test predictions")
+    _common(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--selected", required=True)
+    p.add_argument("--splits", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--preprocessed", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_run("evaluate", "cli_evaluate"))
+
+    p = sub.add_parser(
+        "evaluate-detection", help="lesion-level FROC/AP of any folder of maps against label maps"
+    )
+    p.add_argument("--log", default=None)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--min-iou", type=float, default=0.1)
+    p.add_argument("--threshold", type=float, default=None)
+    p.set_defaults(func=_run("detection", "cli_evaluate_detection"))
+
+    p = sub.add_parser("summarise", help="headline metrics of every experiment")
+    _common(p)
+    p.add_argument("--metrics", nargs="+", required=True, help="results/{experiment}/eval/metrics.json")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run("summarise", "cli_summarise"))
+
+    p = sub.add_parser("where", help="print where the report, metrics and MLflow runs are")
+    p.add_argument("--log", default=None)
+    p.set_defaults(func=_run("summarise", "cli_where"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mripipe`` console script."""
+    ns = build_parser().parse_args(argv)
+    setup_logging(ns.log)
+    try:
+        ns.func(ns)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        # Bad input: one clear message naming the file and the problem, no traceback wall.
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
