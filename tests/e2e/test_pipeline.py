@@ -1,0 +1,88 @@
+"""End to end: the whole Snakemake DAG on a tiny phantom config, in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "tests" / "e2e" / "config.yaml"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    bindir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    cmd = [
+        str(bindir / "snakemake"),
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(CONFIG),
+        "--cores", "2",
+        *args,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("e2e")
+    proc = _snakemake(workdir, "--keep-going")
+    if proc.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+        )
+        pytest.fail(f"snakemake failed\n{proc.stderr[-6000:]}\n{logs}")
+    return workdir
+
+
+def test_data_contract_outputs_exist(run_dir: Path) -> None:
+    res = run_dir / "results"
+    manifest = pd.read_csv(res / "manifest.tsv", sep="\t")
+    assert {"subject", "session", "scan", "T1w", "FLAIR", "label", "class"} <= set(manifest.columns)
+    assert manifest["scan"].is_unique and len(manifest) >= 9
+    for scan in manifest["scan"]:
+        d = res / "preprocessed" / scan
+        for name in ("image.nii.gz", "label.nii.gz", "brainmask.nii.gz", "transform.tfm", "qc.json", "qc.png"):
+            assert (d / name).is_file(), d / name
+    splits = json.loads((res / "splits.json").read_text())
+    assert splits["test"] and splits["folds"] and splits["test_sha256"]
+    assert (res / "patches" / "index.tsv").is_file()
+    for exp in ("lesion_seg", "burden_cls"):
+        trial = res / exp / "trials" / "trial-000"
+        for name in ("params.json", "checkpoint.pt", "history.tsv", "val_metrics.json"):
+            assert (trial / name).is_file(), trial / name
+        assert (res / exp / "selected.json").is_file()
+        assert any((res / exp / "predictions").iterdir())
+        assert (res / exp / "eval" / "metrics.json").is_file()
+    assert (res / "summary.json").is_file()
+    assert (run_dir / "mlflow.db").is_file()
+
+
+def test_segmentation_metrics_are_finite_dice(run_dir: Path) -> None:
+    metrics = json.loads((run_dir / "results" / "lesion_seg" / "eval" / "metrics.json").read_text())
+    per_case = pd.read_csv(run_dir / "results" / "lesion_seg" / "eval" / "per_case.tsv", sep="\t")
+    assert len(per_case) > 0
+    dice = per_case["dice"].to_numpy(dtype=float)
+    assert all(math.isfinite(d) and 0.0 <= d <= 1.0 for d in dice)
+    flat = json.dumps(metrics)
+    assert "dice" in flat
+
+
+def test_second_run_has_nothing_to_do(run_dir: Path) -> None:
+    proc = _snakemake(run_dir, "-n")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
