@@ -9,6 +9,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export DO_NOT_TRACK := 1
+# rules call the `mripipe` console script: put the environment's bin first on PATH
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test test-unit e2e ui bench lint report lock clean
 
