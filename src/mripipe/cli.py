@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--preprocessed", required=True)
+    p.add_argument("--patches", default="results/patches",
+                   help="patches folder (class names and volume shape for classification)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_run("predict", "cli_predict"))

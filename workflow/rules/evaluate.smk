@@ -7,11 +7,12 @@ rule predict:
         splits="results/splits.json",
         manifest="results/manifest.tsv",
         images=preprocessed,
-        code=code("predict", "models"),
+        classes="results/patches/classes.json",
+        code=code("predict", "models", "patches", "stats"),
     output:
         directory("results/{experiment}/predictions"),
     params:
-        cfg=experiment_params,
+        cfg=section("evaluate"),
     log:
         "logs/{experiment}/predict.log",
     benchmark:
@@ -23,7 +24,8 @@ rule predict:
     shell:
         "mripipe predict --experiment {wildcards.experiment} --selected {input.selected} "
         "--splits {input.splits} --manifest {input.manifest} --preprocessed results/preprocessed "
-        "--params {params.cfg:q} --threads {threads} --out-dir {output} --log {log}"
+        "--patches results/patches --params {params.cfg:q} --threads {threads} --out-dir {output} "
+        "--log {log}"
 
 
 rule evaluate:
@@ -32,7 +34,7 @@ rule evaluate:
         selected="results/{experiment}/selected.json",
         splits="results/splits.json",
         manifest="results/manifest.tsv",
-        code=code("evaluate", "detection"),
+        code=code("evaluate", "detection", "froc", "stats", "plots", "evaltrack"),
     output:
         report(
             directory("results/{experiment}/eval"),
@@ -57,7 +59,7 @@ rule evaluate:
 rule summarise:
     input:
         evals=expand("results/{experiment}/eval", experiment=EXPERIMENTS),
-        code=code("summarise"),
+        code=code("summarise", "froc"),
     output:
         json=report("results/summary.json", caption="../report/summary.rst", category="Summary"),
     params:

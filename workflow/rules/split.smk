@@ -23,9 +23,11 @@ rule patches:
         manifest="results/manifest.tsv",
         splits="results/splits.json",
         images=preprocessed,
-        code=code("patches"),
+        code=code("patches", "split"),
     output:
         index="results/patches/index.tsv",
+        volumes="results/patches/volumes.tsv",
+        classes="results/patches/classes.json",
     params:
         cfg=section("patches"),
         out_dir="results/patches",

@@ -1,0 +1,116 @@
+"""GPU-slot allocation for concurrent trial jobs.
+
+Snakemake bounds how many trial jobs run at once (``resources: gpu=1`` with
+``--resources gpu=N``) but does not say *which* GPU a job gets. Each job therefore takes an
+exclusive ``fcntl`` lock on one file per device in a lock folder (e.g.
+``.mripipe/gpu-locks/`` under the working directory) and holds it while it trains; the operating
+system releases the lock when the process dies, so a killed job never leaks its slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """An allocated compute device.
+
+    Attributes:
+        device: ``"cuda:<index>"`` (index as torch numbers the visible devices) or ``"cpu"``.
+        name: the device's name in the visible list (e.g. physical id ``"2"``), or ``"cpu"``.
+    """
+
+    device: str
+    name: str
+
+
+def visible_devices() -> list[str]:
+    """Names of the CUDA devices this process can use, in torch's index order.
+
+    The names come from ``CUDA_VISIBLE_DEVICES`` when it is set (so jobs that see the same
+    physical GPU under different indices still share one lock), else ``"0", "1", ...``.
+    Empty without CUDA.
+    """
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [n.strip() for n in env.split(",") if n.strip()] if env else []
+    if len(names) < count:
+        names = [str(i) for i in range(count)]
+    return names[:count]
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    fh = open(path, "a+")  # noqa: SIM115 - kept open while the lock is held
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+@contextlib.contextmanager
+def allocate(
+    lock_dir: str | Path,
+    devices: Sequence[str] | None = None,
+    timeout_s: float | None = None,
+    poll_s: float = 1.0,
+) -> Iterator[Slot]:
+    """Hold a free device for the duration of the block.
+
+    Args:
+        lock_dir: folder for the per-device lock files (created if missing).
+        devices: device names in torch index order; default :func:`visible_devices`. Tests
+            pass a fake list.
+        timeout_s: give up waiting for a free device after this long (``None`` = wait).
+        poll_s: seconds between attempts while every device is taken.
+
+    Yields:
+        The allocated :class:`Slot`; ``Slot("cpu", "cpu")`` when there is no device.
+
+    Raises:
+        TimeoutError: every device stayed taken for ``timeout_s`` seconds.
+    """
+    names = list(visible_devices() if devices is None else devices)
+    if not names:
+        yield Slot("cpu", "cpu")
+        return
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    waited = False
+    while True:
+        for index, name in enumerate(names):
+            fh = _try_lock(lock_dir / f"gpu-{name}.lock")
+            if fh is None:
+                continue
+            log.info("allocated GPU %s (cuda:%d) under %s", name, index, lock_dir)
+            try:
+                yield Slot(f"cuda:{index}", name)
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fh.close()
+            return
+        if timeout_s is not None and time.monotonic() - start >= timeout_s:
+            raise TimeoutError(f"{lock_dir}: all {len(names)} devices busy for {timeout_s} s")
+        if not waited:
+            log.info("all %d GPUs are taken; waiting for one to be released", len(names))
+            waited = True
+        time.sleep(poll_s)

@@ -1,0 +1,155 @@
+"""Lesion-level aggregation over scans: FROC curve, sensitivity at k FP, FROC score, AP, AUROC.
+
+Definitions as in DESIGN.md (see :mod:`mripipe.detection` for candidates and matching): FROC =
+sensitivity against mean FP per scan over every score threshold; sensitivity at k FP per scan =
+best reachable operating point with FP <= k (linear interpolation as an option); FROC score = mean
+at 1/8 ... 8 FP per scan; AP = scikit-learn's step integral with missed lesions as positives of
+score 0; case AUROC from each scan's highest candidate score.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+if TYPE_CHECKING:
+    from mripipe.detection import ScanDetections
+
+log = logging.getLogger(__name__)
+
+FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+_EPS = 1e-12
+
+
+def froc_curve(results: Sequence[ScanDetections]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FROC operating points over every score threshold, strictest first.
+
+    Args:
+        results: per-scan detections (a scan may appear several times, e.g. in a bootstrap).
+
+    Returns:
+        ``(thresholds, fp_per_scan, sensitivity)``, each of shape (T + 1,): the first point is
+        ``(inf, 0, 0)`` (nothing kept), then one point per distinct TP/FP score, descending.
+        Sensitivity is NaN when the set holds no lesion.
+    """
+    tp = np.concatenate([r.tp_scores for r in results]) if results else np.zeros(0)
+    fp = np.concatenate([r.fp_scores for r in results]) if results else np.zeros(0)
+    n_lesions = sum(r.n_lesions for r in results)
+    n_scans = max(len(results), 1)
+    thresholds = np.unique(np.concatenate([tp, fp]))[::-1]
+    n_tp = np.searchsorted(np.sort(-tp), -thresholds, side="right")  # count of tp >= t
+    n_fp = np.searchsorted(np.sort(-fp), -thresholds, side="right")
+    sens = n_tp / n_lesions if n_lesions else np.full(len(thresholds), np.nan)
+    return (np.concatenate([[np.inf], thresholds]),
+            np.concatenate([[0.0], n_fp / n_scans]),
+            np.concatenate([[0.0 if n_lesions else np.nan], sens]))
+
+
+def sensitivity_at(fp_per_scan: np.ndarray, sensitivity: np.ndarray,
+                   rates: Sequence[float] = FP_RATES, interpolate: bool = False) -> np.ndarray:
+    """Sensitivity at given mean FP per scan.
+
+    Args:
+        fp_per_scan: operating points' mean FP per scan, shape (T,), as from :func:`froc_curve`.
+        sensitivity: their sensitivities, shape (T,).
+        rates: FP-per-scan values k.
+        interpolate: False: the best reachable operating point with FP <= k. True: linear
+            interpolation between operating points (as MONAI and LUNA16), never below the
+            reachable value.
+
+    Returns:
+        Sensitivities, shape (len(rates),).
+    """
+    rates_a = np.asarray(rates, dtype=np.float64)
+    if len(sensitivity) == 0 or np.isnan(sensitivity).all():
+        return np.full(len(rates_a), np.nan)
+    reach = np.array([sensitivity[fp_per_scan <= k + _EPS].max() for k in rates_a])
+    if not interpolate:
+        return reach
+    order = np.lexsort((sensitivity, fp_per_scan))  # FP ascending, then sensitivity ascending
+    return np.maximum(np.interp(rates_a, fp_per_scan[order], sensitivity[order]), reach)
+
+
+def froc_score(fp_per_scan: np.ndarray, sensitivity: np.ndarray,
+               rates: Sequence[float] = FP_RATES, interpolate: bool = False) -> float:
+    """Mean sensitivity at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per scan (NaN without lesions)."""
+    return float(np.mean(sensitivity_at(fp_per_scan, sensitivity, rates, interpolate)))
+
+
+def lesion_ap(results: Sequence[ScanDetections]) -> float:
+    """Lesion-level average precision (scikit-learn), missed lesions as positives with score 0.
+
+    Returns:
+        AP in [0, 1], NaN when the set holds no lesion.
+    """
+    tp = [r.tp_scores for r in results]
+    fp = [r.fp_scores for r in results]
+    n_missed = sum(r.n_missed for r in results)
+    n_tp = sum(len(t) for t in tp)
+    if n_tp + n_missed == 0:
+        return float("nan")
+    scores = np.concatenate([*tp, *fp, np.zeros(n_missed)])
+    y = np.concatenate([np.ones(n_tp), np.zeros(sum(len(f) for f in fp)), np.ones(n_missed)])
+    return float(average_precision_score(y, scores))
+
+
+def case_auroc(results: Sequence[ScanDetections]) -> float:
+    """AUROC of the scans' highest candidate score against "scan has a lesion" (NaN if one class)."""
+    y = np.array([r.n_lesions > 0 for r in results], dtype=int)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, [r.case_score for r in results]))
+
+
+def detection_metrics(results: Sequence[ScanDetections], interpolate: bool = False,
+                      rates: Sequence[float] = FP_RATES) -> dict[str, object]:
+    """Headline detection metrics of a set of scans.
+
+    Returns:
+        ``{"froc_score", "sensitivity_at_fp": {k: s}, "ap", "auroc", "n_lesions", "n_scans"}``.
+    """
+    _, fps, sens = froc_curve(results)
+    at = sensitivity_at(fps, sens, rates, interpolate)
+    return {
+        "froc_score": float(np.mean(at)),
+        "sensitivity_at_fp": {_rate_key(k): float(s) for k, s in zip(rates, at, strict=True)},
+        "ap": lesion_ap(results),
+        "auroc": case_auroc(results),
+        "n_lesions": int(sum(r.n_lesions for r in results)),
+        "n_scans": len(results),
+    }
+
+
+def _rate_key(k: float) -> str:
+    """JSON key of an FP rate: ``0.125``, ``1``, ``8``."""
+    return f"{k:g}"
+
+
+def froc_table(results: Sequence[ScanDetections]) -> pd.DataFrame:
+    """The FROC curve as a table: ``threshold``, ``fp_per_scan``, ``sensitivity``, ``n_tp``, ``n_fp``."""
+    thr, fps, sens = froc_curve(results)
+    n_scans = max(len(results), 1)
+    n_lesions = sum(r.n_lesions for r in results)
+    return pd.DataFrame({
+        "threshold": thr,
+        "fp_per_scan": fps,
+        "sensitivity": sens,
+        "n_tp": np.rint(np.nan_to_num(sens) * n_lesions).astype(int),
+        "n_fp": np.rint(fps * n_scans).astype(int),
+    })
+
+
+def json_safe(value: object) -> object:
+    """NaN/inf -> None, recursively (strict JSON for DVC and MLflow readers)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value

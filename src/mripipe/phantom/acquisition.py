@@ -1,0 +1,192 @@
+"""Acquisition of one contrast of one scan: native grid, sampling, bias field, Rician noise.
+
+The chain, for a native voxel centre ``q`` (scanner space):
+``y = scanner_to_template @ q`` (pose, then global scaling), ``p = y + u(y)`` (anatomy warp),
+then the template's contrast map and the lesions are evaluated at ``p``. Thick slices are
+simulated by sampling ``factors`` sub-voxels per voxel and averaging them (a box slice profile).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from mripipe.phantom.anatomy import Deformation, PreparedTemplate
+from mripipe.phantom.geometry import Grid, apply, orientation_matrix
+from mripipe.phantom.lesions import Lesion, render
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """One simulated image and its ground truth, all on the same native grid.
+
+    Attributes:
+        grid: the native grid.
+        image: (X, Y, Z) int16 magnitude image (what a scanner would store).
+        clean: (X, Y, Z) float32 noise- and bias-free image, same intensity units.
+        bias: (X, Y, Z) float32 multiplicative bias field.
+        brain: (X, Y, Z) bool, voxels at least half inside the brain.
+        noise_sigma: Rician noise sigma (standard deviation of each Gaussian component).
+        labels: (X, Y, Z) uint16 lesion instance mask (1-based index into the lesion list),
+            or None when not requested.
+    """
+
+    grid: Grid
+    image: np.ndarray
+    clean: np.ndarray
+    bias: np.ndarray
+    brain: np.ndarray
+    noise_sigma: float
+    labels: np.ndarray | None
+
+
+def supersampling(spacing: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Sub-voxels per axis so that every sub-voxel is about as fine as the finest axis."""
+    finest = min(spacing)
+    f = [max(1, int(round(s / finest))) for s in spacing]
+    return f[0], f[1], f[2]
+
+
+def native_grid(
+    prep: PreparedTemplate,
+    scanner_to_template: np.ndarray,
+    orientation: str,
+    spacing: tuple[float, float, float],
+    margin_mm: float,
+) -> Grid:
+    """The scanner's grid: axis-aligned in scanner space, ``orientation`` axis order, covering the head.
+
+    Args:
+        prep: prepared template (the head's bounding box in template space).
+        scanner_to_template: (4, 4) map from scanner points to (undeformed) template points.
+        orientation: axis code such as "LPS" or "PIR" (see ``orientation_matrix``).
+        spacing: voxel size (mm) along the index axes.
+        margin_mm: air around the head's bounding box (mm).
+    """
+    box = prep.head_box
+    corners = np.array([[box[a, 0], box[b, 1], box[c, 2]] for a in (0, 1) for b in (0, 1) for c in (0, 1)]).T
+    q = apply(np.linalg.inv(scanner_to_template), corners)
+    direction = orientation_matrix(orientation)
+    w = direction.T @ q
+    lo = w.min(axis=1) - margin_mm
+    hi = w.max(axis=1) + margin_mm
+    sp = np.asarray(spacing, dtype=float)
+    shape = np.ceil((hi - lo) / sp).astype(int) + 1
+    return Grid(origin=direction @ lo, direction=direction, spacing=sp, shape=(int(shape[0]), int(shape[1]), int(shape[2])))
+
+
+def bias_field(rng: np.random.Generator, shape: tuple[int, int, int], strength: float) -> np.ndarray:
+    """Smooth multiplicative bias: ``exp`` of a random cubic polynomial with std ``strength``.
+
+    Returns:
+        (X, Y, Z) float32 field on a 2**-13 lattice (exactly what the stored truth holds).
+    """
+    axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
+    x, y, z = axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
+    log_b = np.zeros(shape, dtype=np.float32)
+    for a in range(4):
+        for b in range(4 - a):
+            for c in range(4 - a - b):
+                if a + b + c == 0:
+                    continue
+                log_b += np.float32(rng.standard_normal() / (a + b + c)) * (x**a * y**b * z**c)
+    std = float(log_b.std())
+    log_b = (log_b - log_b.mean()) * np.float32(strength / std if std > 0 else 0.0)
+    return dyadic(np.exp(log_b), 13)
+
+
+def dyadic(arr: np.ndarray, bits: int) -> np.ndarray:
+    """Round to multiples of 2**-bits as float32: exact, and the zero low mantissa bits compress well."""
+    scale = float(2**bits)
+    return (np.round(np.asarray(arr, dtype=np.float64) * scale) / scale).astype(np.float32)
+
+
+def _block_mean(arr: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    if factors == (1, 1, 1):
+        return arr
+    fx, fy, fz = factors
+    x, y, z = arr.shape
+    return arr.reshape(x // fx, fx, y // fy, fy, z // fz, fz).mean(axis=(1, 3, 5))
+
+
+def acquire(
+    prep: PreparedTemplate,
+    deformation: Deformation,
+    lesions: list[Lesion],
+    grid: Grid,
+    scanner_to_template: np.ndarray,
+    contrast: str,
+    gain: float,
+    bias_strength: float,
+    snr: float,
+    rng: np.random.Generator,
+    with_labels: bool,
+) -> Acquired:
+    """Simulate one image of one contrast on ``grid``.
+
+    Args:
+        prep: prepared template.
+        deformation: the subject's anatomy warp (template space).
+        lesions: the session's lesions (template space).
+        grid: native grid (see ``native_grid``).
+        scanner_to_template: (4, 4) pose-and-scaling map, scanner -> template points.
+        contrast: "T1w" (lesions hypointense) or "FLAIR" (lesions hyperintense).
+        gain: intensity scale of this acquisition.
+        bias_strength: standard deviation of the log bias field.
+        snr: mean brain intensity (after bias) over the Rician sigma.
+        rng: this acquisition's generator (bias and noise).
+        with_labels: also return the lesion instance mask on this grid.
+    """
+    factors = supersampling(tuple(float(s) for s in grid.spacing))  # type: ignore[arg-type]
+    sub = grid.supersampled(factors)
+    idx = np.indices(sub.shape, dtype=np.float32).reshape(3, -1)
+    y = apply(scanner_to_template @ sub.index_to_physical(), idx)
+    del idx
+    p = deformation.displace(y)
+    del y
+    t_idx = apply(prep.grid.physical_to_index(), p)
+    tissue = prep.t1 if contrast == "T1w" else prep.flair
+    rel = ndi.map_coordinates(tissue, t_idx, order=1, mode="constant", cval=0.0)
+    brain = ndi.map_coordinates(prep.brain, t_idx, order=1, mode="constant", cval=0.0)
+    del t_idx
+    labels: np.ndarray | None = None
+    if lesions:
+        member, which, inside = render(lesions, p, float(sub.spacing.min()))
+        values = np.array([les.t1 if contrast == "T1w" else les.flair for les in lesions], dtype=np.float32)
+        hit = which >= 0
+        rel[hit] = rel[hit] * (1.0 - member[hit]) + member[hit] * values[which[hit]]
+        if with_labels:
+            labels = _instance_mask(which.reshape(sub.shape), inside.reshape(sub.shape), len(lesions), factors)
+    elif with_labels:
+        labels = np.zeros(grid.shape, dtype=np.uint16)
+    del p
+    clean = dyadic(_block_mean(rel.reshape(sub.shape), factors) * np.float32(gain), 6)
+    brain_mask = _block_mean(brain.reshape(sub.shape), factors) >= 0.5
+    bias = bias_field(rng, grid.shape, bias_strength)
+    signal = clean * bias
+    sigma = float(signal[brain_mask].mean()) / snr if brain_mask.any() else 0.0
+    n1 = rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(sigma)
+    n2 = rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(sigma)
+    magnitude = np.sqrt((signal + n1) ** 2 + n2**2)
+    image = np.clip(np.round(magnitude), 0, np.iinfo(np.int16).max).astype(np.int16)
+    return Acquired(grid=grid, image=image, clean=clean, bias=bias, brain=brain_mask, noise_sigma=sigma, labels=labels)
+
+
+def _instance_mask(which: np.ndarray, inside: np.ndarray, n: int, factors: tuple[int, int, int]) -> np.ndarray:
+    """Label each voxel with the lesion covering at least half of its sub-voxels (1-based)."""
+    shape = tuple(s // f for s, f in zip(which.shape, factors, strict=True))
+    if factors == (1, 1, 1):
+        return np.where(inside, which + 1, 0).astype(np.uint16)
+    best = np.zeros(shape, dtype=np.float32)
+    out = np.zeros(shape, dtype=np.uint16)
+    for k in range(n):
+        frac = _block_mean((inside & (which == k)).astype(np.float32), factors)
+        take = (frac >= 0.5) & (frac > best)
+        out[take] = k + 1
+        best = np.maximum(best, frac)
+    return out

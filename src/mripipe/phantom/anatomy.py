@@ -1,0 +1,183 @@
+"""Subject anatomy: the ICBM152 template as contrast maps, its head shell, and random warps.
+
+Everything here lives in template physical space (ITK LPS, mm). A subject is the template under
+a smooth random displacement field plus a small global scaling; lesions are placed in template
+space inside deep white matter, so one template-space description serves every session.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from mripipe.imageio import to_array
+from mripipe.phantom.geometry import Grid
+from mripipe.template import load_template
+
+log = logging.getLogger(__name__)
+
+#: Relative tissue intensities. T1w inside the brain is the template itself (WM ~0.87,
+#: GM ~0.65, CSF ~0.31); FLAIR is synthesised from the tissue maps (CSF dark, WM darker than GM).
+FLAIR_TISSUE = {"csf": 0.12, "gm": 0.80, "wm": 0.60}
+#: Head shell outside the brain mask: (inner mm, outer mm, T1w, FLAIR) per layer.
+HEAD_LAYERS = (("csf", 0.0, 2.0, 0.30, 0.10), ("skull", 2.0, 7.0, 0.06, 0.04), ("scalp", 7.0, 12.0, 0.80, 0.55))
+#: Field grid spacing (mm) of the stored deformation (linearly interpolated, like ITK does).
+DEFORMATION_GRID_MM = 4.0
+#: Lesions keep this much white matter (mm) between their boundary and any other tissue.
+WM_MARGIN_MM = 1.5
+
+
+@dataclass(frozen=True)
+class PreparedTemplate:
+    """Template-space contrast maps, shared read-only by every subject of a worker process.
+
+    Attributes:
+        grid: the template's 1 mm grid.
+        t1: (X, Y, Z) float32 T1w intensity (template T1 + head shell), anti-aliased.
+        flair: (X, Y, Z) float32 FLAIR intensity synthesised from GM/WM/CSF maps (+ shell).
+        brain: (X, Y, Z) float32 brain mask (0/1).
+        head_box: (2, 3) physical min/max corners of the head (brain + shell) bounding box.
+        centre: (3,) physical centre of the brain mask (mm).
+        wm_points: (N, 3) physical centres of white-matter voxels at least 2 mm deep.
+        wm_depth: (N,) distance (mm) from each of those voxels to the nearest non-WM voxel.
+    """
+
+    grid: Grid
+    t1: np.ndarray
+    flair: np.ndarray
+    brain: np.ndarray
+    head_box: np.ndarray
+    centre: np.ndarray
+    wm_points: np.ndarray
+    wm_depth: np.ndarray
+
+
+def antialias_sigma_mm(spacing: float) -> float:
+    """Gaussian sigma (mm) that band-limits the 1 mm template for sampling at ``spacing`` mm."""
+    return float(np.sqrt(max(spacing**2 - 1.0, 0.0)) / 2.355)
+
+
+@functools.lru_cache(maxsize=4)
+def prepared_template(head: bool, t1_sigma_mm: float, flair_sigma_mm: float) -> PreparedTemplate:
+    """Contrast maps of the template, computed once per process (read-only afterwards).
+
+    Args:
+        head: add a CSF/skull/scalp shell around the brain (otherwise brain only).
+        t1_sigma_mm: anti-aliasing Gaussian sigma for the T1w map (mm, 1 mm voxels).
+        flair_sigma_mm: the same for the FLAIR map.
+    """
+    tpl = load_template()
+    grid = Grid.from_image(tpl.t1)
+    t1 = to_array(tpl.t1).astype(np.float32)
+    brain = (to_array(tpl.brainmask) > 0).astype(np.float32)
+    gm = np.clip(to_array(tpl.gm), 0, 1) * brain
+    wm = np.clip(to_array(tpl.wm), 0, 1) * brain
+    csf = np.clip(brain - gm - wm, 0, 1)
+    flair = FLAIR_TISSUE["csf"] * csf + FLAIR_TISSUE["gm"] * gm + FLAIR_TISSUE["wm"] * wm
+    t1 = t1 * brain
+    outside = ndi.distance_transform_edt(brain == 0, sampling=grid.spacing)
+    if head:
+        for _name, inner, outer, v_t1, v_fl in HEAD_LAYERS:
+            w = _soft_band(outside, inner, outer) * (brain == 0)
+            t1 = t1 + v_t1 * w
+            flair = flair + v_fl * w
+        head_mask = outside <= HEAD_LAYERS[-1][2]
+    else:
+        head_mask = brain > 0
+    t1 = ndi.gaussian_filter(t1.astype(np.float32), t1_sigma_mm / grid.spacing, mode="constant")
+    flair = ndi.gaussian_filter(flair.astype(np.float32), flair_sigma_mm / grid.spacing, mode="constant")
+    idx = np.argwhere(head_mask)
+    box_idx = np.array([idx.min(0) - 1, idx.max(0) + 1], dtype=float)
+    corners = np.array([[box_idx[a, 0], box_idx[b, 1], box_idx[c, 2]] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+    to_phys = grid.index_to_physical()
+    corners_phys = corners @ to_phys[:3, :3].T + to_phys[:3, 3]
+    head_box = np.array([corners_phys.min(0), corners_phys.max(0)])
+    centre = np.argwhere(brain > 0).mean(0) @ to_phys[:3, :3].T + to_phys[:3, 3]
+    depth = ndi.distance_transform_edt(wm >= 0.5, sampling=grid.spacing)
+    deep = np.argwhere(depth >= 2.0)
+    wm_points = deep @ to_phys[:3, :3].T + to_phys[:3, 3]
+    log.debug("template prepared: %d deep WM voxels, max depth %.1f mm", len(deep), depth.max())
+    return PreparedTemplate(
+        grid=grid,
+        t1=t1.astype(np.float32),
+        flair=flair.astype(np.float32),
+        brain=brain,
+        head_box=head_box,
+        centre=centre,
+        wm_points=wm_points,
+        wm_depth=depth[tuple(deep.T)].astype(float),
+    )
+
+
+def _soft_band(dist: np.ndarray, inner: float, outer: float, width: float = 0.6) -> np.ndarray:
+    """Smooth indicator of ``inner < dist <= outer`` (logistic edges of ``width`` mm)."""
+    return (1.0 / (1.0 + np.exp(-(dist - inner) / width)) - 1.0 / (1.0 + np.exp(-(dist - outer) / width))).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Deformation:
+    """A smooth displacement field in template space: a point ``y`` maps to ``y + u(y)``.
+
+    Attributes:
+        grid: the field's grid (template direction, ``DEFORMATION_GRID_MM`` spacing).
+        field: (3, X, Y, Z) float32 displacement in physical (LPS) mm; zero at the borders.
+    """
+
+    grid: Grid
+    field: np.ndarray
+
+    def displace(self, points: np.ndarray) -> np.ndarray:
+        """Map template points (3, N) through the field (linear interpolation, 0 outside).
+
+        Identical to ``sitk.DisplacementFieldTransform`` on the stored field.
+        """
+        to_idx = self.grid.physical_to_index()
+        idx = to_idx[:3, :3].astype(np.float32) @ points + to_idx[:3, 3].astype(np.float32)[:, None]
+        disp = np.stack([ndi.map_coordinates(self.field[c], idx, order=1, mode="constant", cval=0.0) for c in range(3)])
+        return points + disp
+
+
+def random_deformation(rng: np.random.Generator, prep: PreparedTemplate, rms_mm: float, smoothness_mm: float) -> Deformation:
+    """Smooth random displacement field whose RMS inside the brain is ``rms_mm``.
+
+    Gaussian noise on a control grid of ``smoothness_mm`` spacing, cubic-spline upsampled to a
+    4 mm field grid and tapered to zero within 16 mm of the grid border.
+
+    Args:
+        rng: the subject's generator.
+        prep: the prepared template (grid and brain mask).
+        rms_mm: root-mean-square displacement inside the brain (mm); 0 gives the identity.
+        smoothness_mm: control-point spacing (mm); larger is smoother.
+    """
+    tg = prep.grid
+    extent = tg.spacing * (np.array(tg.shape) - 1)
+    shape = tuple(int(np.ceil(e / DEFORMATION_GRID_MM)) + 1 for e in extent)
+    grid = Grid(origin=tg.origin, direction=tg.direction, spacing=np.full(3, DEFORMATION_GRID_MM), shape=(shape[0], shape[1], shape[2]))
+    n_ctrl = [max(2, int(np.ceil(e / smoothness_mm)) + 1) for e in extent]
+    noise = rng.standard_normal((3, *n_ctrl))
+    zoom = [(s - 1) / (c - 1) for s, c in zip(shape, n_ctrl, strict=True)]
+    field = np.stack([_zoom_to(noise[c], zoom, shape) for c in range(3)])
+    taper = np.ones(shape)
+    for axis, n in enumerate(shape):
+        edge = np.minimum(np.arange(n), np.arange(n)[::-1]) * DEFORMATION_GRID_MM
+        ramp = np.clip(edge / 16.0, 0, 1)
+        ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
+        taper = taper * ramp.reshape([-1 if a == axis else 1 for a in range(3)])
+    field = field * taper
+    brain_idx = np.argwhere(prep.brain[:: int(DEFORMATION_GRID_MM), :: int(DEFORMATION_GRID_MM), :: int(DEFORMATION_GRID_MM)] > 0)
+    inside = field[:, brain_idx[:, 0], brain_idx[:, 1], brain_idx[:, 2]]
+    rms = float(np.sqrt((inside**2).sum(0).mean())) if inside.size else 0.0
+    field = field * (rms_mm / rms if rms > 0 else 0.0)
+    # on a 2**-10 mm lattice: exact in float32 and compresses well
+    return Deformation(grid=grid, field=(np.round(field * 1024.0) / 1024.0).astype(np.float32))
+
+
+def _zoom_to(arr: np.ndarray, zoom: list[float], shape: tuple[int, ...]) -> np.ndarray:
+    out = ndi.zoom(arr, zoom, order=3, mode="reflect", grid_mode=False)
+    pad = [(0, max(0, s - o)) for s, o in zip(shape, out.shape, strict=True)]
+    out = np.pad(out, pad, mode="edge")
+    return out[: shape[0], : shape[1], : shape[2]]

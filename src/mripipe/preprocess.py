@@ -1,0 +1,350 @@
+"""Per-scan preprocessing chain into template space, with timings and truth-based QC.
+
+Steps (each switchable in ``preprocess:``): reorient to RAS -> N4 bias correction -> denoising ->
+rigid co-registration of the other channels onto the reference (first) channel -> rigid + affine
+registration of the reference to the ICBM152 template -> resampling of every channel (B-spline)
+and of the label (nearest neighbour) onto ``reference_grid(target_spacing)`` -> skull strip with
+the template brain mask -> z-score inside the mask -> QC (qc.json, qc.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from mripipe import intensity, registration
+from mripipe.imageio import ImageError, from_array, read_image, to_array, write_image
+from mripipe.qc import NativeChannel, save_qc_png, truth_metrics
+from mripipe.template import load_template, reference_grid
+from mripipe.utils import atomic_path, derive_seed, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+#: Fallbacks mirroring the schema's defaults of ``preprocess:`` (the CLI always gets the full
+#: section; unit tests may pass a partial dict).
+DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
+    {
+        "reorient": True,
+        "n4": True,
+        "n4_shrink": 4,
+        "n4_iterations": [20, 20],
+        "n4_control_points": 4,
+        "n4_convergence": 0.001,
+        "denoise": "curvature",
+        "curvature_iterations": 3,
+        "curvature_conductance": 1.0,
+        "median_radius": 1,
+        "nlm_patch_radius": 1,
+        "nlm_iterations": 1,
+        "nlm_sample_patches": 50,
+        "coregister": True,
+        "coreg_init": "identity",
+        "coreg_shrink": [4, 2, 1],
+        "coreg_iterations": 60,
+        "register": True,
+        "template_spacing": 2.0,
+        "template_mask_dilation_mm": 6.0,
+        "template_shrink": [4, 2],
+        "template_iterations": 60,
+        "template_affine": True,
+        "affine_shrink": [2, 1],
+        "affine_iterations": 60,
+        "reg_sampling": 0.1,
+        "reg_bins": 32,
+        "reg_step": 2.0,
+        "reg_min_step": 0.01,
+        "interpolation": "bspline",
+        "skull_strip": True,
+        "normalise": True,
+    }
+)
+#: Manifest columns that are not image channels.
+META_COLUMNS = ("subject", "session", "scan", "label", "class", "truth")
+_INTERPOLATORS = {"bspline": sitk.sitkBSpline, "linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+
+
+@contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    """Record the wall time of a block under ``timings[step]`` (seconds)."""
+    t0 = time.perf_counter()
+    timings[step] = timings.pop(step, 0.0)  # the last key is the running step
+    yield
+    timings[step] = round(timings[step] + time.perf_counter() - t0, 3)
+
+
+def _volumes(img: sitk.Image, path: Path) -> list[sitk.Image]:
+    """The 3-D float32 volumes of a 3-D, 4-D or vector image."""
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        if img.GetDimension() != 3:
+            raise ImageError(f"{path}: vector image must be 3-D, got {img.GetDimension()}-D")
+        return [
+            sitk.VectorIndexSelectionCast(img, k, sitk.sitkFloat32)
+            for k in range(img.GetNumberOfComponentsPerPixel())
+        ]
+    if img.GetDimension() == 3:
+        return [sitk.Cast(img, sitk.sitkFloat32)]
+    size = list(img.GetSize())
+    out = []
+    for k in range(size[3]):
+        vol = sitk.Extract(img, size[:3] + [0], [0, 0, 0, k], sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX)
+        out.append(sitk.Cast(vol, sitk.sitkFloat32))
+    return out
+
+
+def load_channels(channels: dict[str, Path]) -> dict[str, sitk.Image]:
+    """Read the channels of a scan as 3-D float32 images, in the order given.
+
+    A 4-D (or vector) file holds several channels (MSD style): when the same file is named by
+    ``n`` channels, the k-th of them takes volume k (``n`` must equal the number of volumes); a
+    4-D file named by a single channel ``c`` yields ``c_0, c_1, ...``.
+
+    Args:
+        channels: channel name -> image path.
+
+    Returns:
+        channel name -> 3-D image.
+
+    Raises:
+        ImageError: unreadable file, or volumes and channel names that do not match.
+    """
+    by_path: dict[Path, list[str]] = {}
+    for name, path in channels.items():
+        by_path.setdefault(Path(path), []).append(name)
+    loaded: dict[str, sitk.Image] = {}
+    for path, names in by_path.items():
+        vols = _volumes(read_image(path), path)
+        if len(vols) == len(names):
+            loaded.update(zip(names, vols, strict=True))
+        elif len(names) == 1:
+            loaded.update({f"{names[0]}_{k}": v for k, v in enumerate(vols)})
+        else:
+            raise ImageError(f"{path}: {len(vols)} volumes but named by {len(names)} channels {names}")
+    order = [n for name in channels for n in loaded if n == name or n.startswith(f"{name}_")]
+    return {n: loaded[n] for n in dict.fromkeys(order)}
+
+
+def _read_label(path: Path) -> sitk.Image:
+    """Read a label map, checking it holds non-negative integers (returned as uint16)."""
+    img = read_image(path)
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageError(f"{path}: a label map must be a 3-D scalar image")
+    arr = sitk.GetArrayViewFromImage(img)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535 or not np.all(np.mod(arr, 1) == 0)):
+        raise ImageError(f"{path}: label values must be integers in [0, 65535]")
+    return sitk.Cast(img, sitk.sitkUInt16)
+
+
+def _template_fixed(spacing: float, dilation_mm: float) -> tuple[sitk.Image, sitk.Image]:
+    """The template T1 at the registration spacing and its dilated brain mask (uint8)."""
+    tpl = load_template()
+    grid = reference_grid((spacing,) * 3)
+    fixed = sitk.Resample(tpl.t1, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    mask = sitk.Resample(tpl.brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    radius = int(round(dilation_mm / spacing))
+    if radius > 0:
+        mask = sitk.BinaryDilate(mask, [radius] * 3)
+    return fixed, mask
+
+
+def preprocess_scan(
+    channels: dict[str, Path],
+    label: Path | None,
+    out_dir: Path,
+    params: dict[str, Any],
+    target_spacing: tuple[float, float, float] | list[float],
+    truth: Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Preprocess one scan into template space and write its outputs (docs/contract.md).
+
+    Args:
+        channels: channel name -> native image path; the first is the reference channel.
+        label: label map on the reference channel's grid, or None.
+        out_dir: ``results/preprocessed/{scan}``; receives image.nii.gz (C channels),
+            label.nii.gz, brainmask.nii.gz, transform.tfm, qc.json, qc.png.
+        params: the ``preprocess:`` config section (missing keys take :data:`DEFAULTS`).
+        target_spacing: output spacing in mm (x, y, z).
+        truth: the phantom's truth.json for this scan, or None.
+        seed: master seed; the registration sampling seed is derived from (seed, scan).
+
+    Returns:
+        The QC dictionary written to qc.json.
+
+    Raises:
+        ImageError: an unreadable or unsuitable input (the message starts with its path).
+        ValueError: a step failed on this scan (the message starts with the reference image).
+    """
+    timings: dict[str, float] = {}
+    try:
+        return _preprocess(channels, label, Path(out_dir), {**DEFAULTS, **params}, target_spacing, truth, seed, timings)
+    except RuntimeError as exc:
+        step = next(reversed(timings), "start")
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise ValueError(f"{next(iter(channels.values()))}: preprocessing failed in step {step!r} ({lines[-1] if lines else exc})") from None
+
+
+def _preprocess(
+    channels: dict[str, Path],
+    label: Path | None,
+    out_dir: Path,
+    p: dict[str, Any],
+    target_spacing: tuple[float, float, float] | list[float],
+    truth: Path | None,
+    seed: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The body of :func:`preprocess_scan` (``p`` complete; ``timings`` filled as steps run)."""
+    scan = out_dir.name
+    rseed = derive_seed(seed, "preprocess", scan)
+    spacing = tuple(float(s) for s in target_spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"{out_dir}: target spacing must be three positive numbers, got {target_spacing!r}")
+    if p["denoise"] not in intensity.DENOISE_METHODS:
+        raise ValueError(f"{out_dir}: unknown denoise method {p['denoise']!r}")
+    t_start = time.perf_counter()
+
+    with _timed(timings, "load"):
+        imgs = load_channels(channels)
+        lab = _read_label(Path(label)) if label else None
+    names = list(imgs)
+    ref = names[0]
+    native_info = {
+        n: {"size": list(im.GetSize()), "spacing": [round(s, 4) for s in im.GetSpacing()],
+            "orientation": sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(im.GetDirection())}
+        for n, im in imgs.items()
+    }
+    if p["reorient"]:
+        with _timed(timings, "reorient"):
+            imgs = {n: sitk.DICOMOrient(im, "RAS") for n, im in imgs.items()}
+
+    native: dict[str, NativeChannel] = {}
+    with _timed(timings, "n4"):
+        for n, im in imgs.items():
+            if p["n4"]:
+                res = intensity.n4_correct(im, p)
+                native[n] = NativeChannel(bias=res.bias, mask=res.mask, corrected=res.corrected, denoised=None)
+            else:
+                native[n] = NativeChannel(bias=None, mask=intensity.head_mask(im), corrected=im, denoised=None)
+    with _timed(timings, "denoise"):
+        for n, ch in native.items():
+            if p["denoise"] != "none":
+                den = intensity.denoise(ch.corrected, p["denoise"], p, seed=rseed)
+                native[n] = NativeChannel(bias=ch.bias, mask=ch.mask, corrected=ch.corrected, denoised=den)
+    work = {n: ch.denoised if ch.denoised is not None else ch.corrected for n, ch in native.items()}
+
+    coreg: dict[str, sitk.Transform] = {}
+    with _timed(timings, "coregister"):
+        for n in names[1:]:
+            if p["coregister"]:
+                coreg[n] = registration.rigid_register(
+                    work[ref], work[n], p, rseed + 7 * len(coreg), native[ref].mask, "coreg", p["coreg_init"]
+                )
+            else:
+                coreg[n] = sitk.Euler3DTransform()
+    to_template: sitk.Transform | None = None
+    with _timed(timings, "register"):
+        if p["register"]:
+            fixed, fmask = _template_fixed(float(p["template_spacing"]), float(p["template_mask_dilation_mm"]))
+            to_template = registration.register_to_template(fixed, work[ref], p, rseed, fmask)
+    tx_ref: sitk.Transform = to_template if to_template is not None else sitk.AffineTransform(3)
+
+    with _timed(timings, "resample"):
+        grid = reference_grid(spacing)
+        interp = _INTERPOLATORS[p["interpolation"]]
+        resampled = []
+        for n in names:
+            tx = tx_ref if n == ref else registration.chain(tx_ref, coreg[n])
+            resampled.append(to_array(sitk.Resample(work[n], grid, tx, interp, 0.0, sitk.sitkFloat32)))
+        brain = to_array(sitk.Resample(load_template().brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
+        lab_arr = (
+            to_array(sitk.Resample(lab, grid, tx_ref, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16))
+            if lab is not None
+            else np.zeros(brain.shape, np.uint16)
+        )
+    with _timed(timings, "normalise"):
+        stack = np.stack(resampled).astype(np.float32)
+        for c in range(len(names)):
+            if p["normalise"]:
+                stack[c] = intensity.zscore_in_mask(stack[c], brain, zero_outside=bool(p["skull_strip"]))
+            elif p["skull_strip"]:
+                stack[c][~brain] = 0
+    with _timed(timings, "write"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_image(from_array(stack, grid), out_dir / "image.nii.gz")
+        write_image(from_array(lab_arr.astype(np.uint16), grid), out_dir / "label.nii.gz")
+        write_image(from_array(brain.astype(np.uint8), grid), out_dir / "brainmask.nii.gz")
+        _write_transform(tx_ref, out_dir / "transform.tfm")
+    with _timed(timings, "qc_png"):
+        save_qc_png(stack, names, brain, lab_arr if lab is not None else None, out_dir / "qc.png", scan)
+
+    qc: dict[str, Any] = {
+        "scan": scan,
+        "channels": names,
+        "reference": ref,
+        "target_spacing": list(spacing),
+        "grid_size": list(grid.GetSize()),
+        "native": native_info,
+        "steps": {k: p[k] for k in ("reorient", "n4", "denoise", "coregister", "register", "skull_strip", "normalise")},
+        "brain_voxels": int(brain.sum()),
+        "label_voxels": int((lab_arr > 0).sum()),
+        "label_ids": sorted(int(v) for v in np.unique(lab_arr) if v > 0),
+    }
+    if truth:
+        with _timed(timings, "truth"):
+            qc["truth"] = truth_metrics(Path(truth), native, ref, to_template, coreg if p["coregister"] else {})
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    qc["timings_s"] = timings
+    write_json(out_dir / "qc.json", qc)
+    log.info("%s preprocessed in %.1f s (%s)", scan, timings["total"], ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    return qc
+
+
+def _write_transform(tx: sitk.Transform, path: Path) -> None:
+    """Write an ITK transform file atomically."""
+    with atomic_path(path) as tmp:
+        sitk.WriteTransform(tx, str(tmp))
+
+
+def scan_inputs(manifest: Path, scan: str) -> tuple[dict[str, Path], Path | None, Path | None]:
+    """A scan's channel paths (manifest order), label and truth paths from the manifest.
+
+    Raises:
+        ValueError: the scan is not in the manifest, or the manifest has no channel column.
+    """
+    import pandas as pd
+
+    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
+    rows = table[table["scan"] == scan]
+    if rows.empty:
+        raise ValueError(f"{manifest}: scan {scan!r} not found")
+    row = rows.iloc[0]
+    chans = [c for c in table.columns if c not in META_COLUMNS]
+    if not chans:
+        raise ValueError(f"{manifest}: no channel column")
+    channels = {c: Path(row[c]) for c in chans if row[c]}
+    if not channels:
+        raise ValueError(f"{manifest}: scan {scan!r} has no image path")
+    label = Path(row["label"]) if row.get("label") else None
+    truth = Path(row["truth"]) if row.get("truth") else None
+    return channels, label, truth
+
+
+def cli_preprocess(ns: argparse.Namespace) -> None:
+    """``mripipe preprocess``: one scan from the manifest, spacing from the fingerprint."""
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(max(1, int(ns.threads)))
+    channels, label, truth = scan_inputs(Path(ns.manifest), ns.scan)
+    fp = read_json(ns.fingerprint)
+    if "target_spacing" not in fp:
+        raise ValueError(f"{ns.fingerprint}: no target_spacing")
+    preprocess_scan(
+        channels, label, Path(ns.out_dir), ns.params, fp["target_spacing"], truth, seed=int(getattr(ns, "seed", 0) or 0)
+    )
