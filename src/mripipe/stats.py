@@ -8,13 +8,12 @@ subject (all scans of a drawn subject come along), seeded through :func:`mripipe
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
+from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from mripipe.utils import rng
 
@@ -47,14 +46,12 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes
     with np.errstate(invalid="ignore", divide="ignore"):
         sens = np.where(pos > 0, tp / pos, np.nan)
         spec = np.where(neg > 0, tn / neg, np.nan)
-    present = [c for c in classes if c in set(y_true)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bacc = float(balanced_accuracy_score(y_true, y_pred)) if n else float("nan")
+    # balanced accuracy = mean recall over the classes present in y_true (scikit-learn's
+    # balanced_accuracy_score, read off the same confusion matrix)
     out: dict[str, Any] = {
         "confusion": cm,
         "accuracy": float(tp.sum() / n) if n else float("nan"),
-        "balanced_accuracy": bacc if present else float("nan"),
+        "balanced_accuracy": float(np.mean(sens[pos > 0])) if (pos > 0).any() else float("nan"),
         "sensitivity": dict(zip(classes, map(float, sens), strict=True)),
         "specificity": dict(zip(classes, map(float, spec), strict=True)),
     }

@@ -31,7 +31,12 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
 from mripipe.evaltrack import flat_metrics, log_evaluation
-from mripipe.evaluate import burden_class, evaluate_classification, evaluate_segmentation, overlap_scores
+from mripipe.evaluate import (
+    burden_class,
+    evaluate_classification,
+    evaluate_segmentation,
+    overlap_scores,
+)
 from mripipe.imageio import from_array, write_image
 from mripipe.stats import bootstrap_ci, classification_metrics
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from mripipe.phantom.bids import LESION_DERIVATIVE, TRUTH_DERIVATIVE, write_description, write_participants
 from mripipe.phantom.params import CLASSES, PhantomParams
-from mripipe.phantom.subject import SubjectPlan, generate_subject
+from mripipe.phantom.subject import SubjectPlan, generate_subject, template_for
 from mripipe.utils import interactive, rng
 
 __all__ = ["generate_cohort", "plan_cohort", "cli_phantom", "PhantomParams", "SubjectPlan"]
@@ -95,7 +95,10 @@ def generate_cohort(out: str | Path, seed: int, params: dict[str, Any], workers:
         write_description(tmp, "mripipe phantom", derivative=False)
         write_description(tmp / "derivatives" / LESION_DERIVATIVE, "mripipe phantom lesion masks", derivative=True)
         write_description(tmp / "derivatives" / TRUTH_DERIVATIVE, "mripipe phantom ground truth", derivative=True)
-        scans = _run_subjects(tmp, plans, seed, resolved, workers)
+        cache = tmp / ".template-cache"
+        template_for(resolved).save(cache)
+        scans = _run_subjects(tmp, plans, seed, resolved, workers, str(cache))
+        shutil.rmtree(cache)
         rows = [{"participant_id": p.subject, "age": p.age, "sex": p.sex, "class": p.klass, "n_sessions": p.n_sessions} for p in plans]
         table = write_participants(tmp, rows)
         os.chmod(tmp, 0o755)
@@ -109,19 +112,21 @@ def generate_cohort(out: str | Path, seed: int, params: dict[str, Any], workers:
     return table
 
 
-def _run_subjects(root: Path, plans: list[SubjectPlan], seed: int, params: PhantomParams, workers: int) -> list[dict[str, Any]]:
+def _run_subjects(
+    root: Path, plans: list[SubjectPlan], seed: int, params: PhantomParams, workers: int, template_dir: str
+) -> list[dict[str, Any]]:
     # longest jobs (two sessions) first so the pool ends evenly; results are order-independent
     order = sorted(plans, key=lambda p: (-p.n_sessions, p.subject))
     results: dict[str, list[dict[str, Any]]] = {}
     bar = tqdm(total=len(plans), desc="phantom subjects", unit="subject", disable=not interactive())
     if workers <= 1 or len(plans) == 1:
         for plan in order:
-            results[plan.subject] = generate_subject(root, plan, seed, params)
+            results[plan.subject] = generate_subject(root, plan, seed, params, template_dir)
             bar.update()
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=ctx) as pool:
-            futures = {pool.submit(generate_subject, str(root), plan, seed, params): plan.subject for plan in order}
+            futures = {pool.submit(generate_subject, str(root), plan, seed, params, template_dir): plan.subject for plan in order}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 bar.update()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from mripipe.imageio import to_array
@@ -33,14 +35,14 @@ WM_MARGIN_MM = 1.5
 
 @dataclass(frozen=True)
 class PreparedTemplate:
-    """Template-space contrast maps, shared read-only by every subject of a worker process.
+    """Template-space contrast maps, shared read-only by every subject.
 
     Attributes:
         grid: the template's 1 mm grid.
         t1: (X, Y, Z) float32 T1w intensity (template T1 + head shell), anti-aliased.
         flair: (X, Y, Z) float32 FLAIR intensity synthesised from GM/WM/CSF maps (+ shell).
         brain: (X, Y, Z) float32 brain mask (0/1).
-        head_box: (2, 3) physical min/max corners of the head (brain + shell) bounding box.
+        head_points: (N, 3) physical points sampling the head (brain + shell), for the FOV.
         centre: (3,) physical centre of the brain mask (mm).
         wm_points: (N, 3) physical centres of white-matter voxels at least 2 mm deep.
         wm_depth: (N,) distance (mm) from each of those voxels to the nearest non-WM voxel.
@@ -50,10 +52,30 @@ class PreparedTemplate:
     t1: np.ndarray
     flair: np.ndarray
     brain: np.ndarray
-    head_box: np.ndarray
+    head_points: np.ndarray
     centre: np.ndarray
     wm_points: np.ndarray
     wm_depth: np.ndarray
+
+    _ARRAYS = ("t1", "flair", "brain", "head_points", "centre", "wm_points", "wm_depth")
+
+    def save(self, folder: Path) -> None:
+        """Store as .npy files so worker processes can memory-map instead of recomputing."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in self._ARRAYS:
+            np.save(folder / f"{name}.npy", getattr(self, name))
+        g = self.grid
+        np.save(folder / "grid.npy", np.concatenate([g.origin, g.direction.ravel(), g.spacing, np.array(g.shape, dtype=float)]))
+
+
+@functools.lru_cache(maxsize=2)
+def load_prepared(folder: str) -> PreparedTemplate:
+    """Memory-map a template saved by :meth:`PreparedTemplate.save` (cached per process)."""
+    path = Path(folder)
+    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in PreparedTemplate._ARRAYS}
+    g = np.load(path / "grid.npy")
+    grid = Grid(origin=g[:3], direction=g[3:12].reshape(3, 3), spacing=g[12:15], shape=(int(g[15]), int(g[16]), int(g[17])))
+    return PreparedTemplate(grid=grid, **arrays)
 
 
 def antialias_sigma_mm(spacing: float) -> float:
@@ -61,9 +83,21 @@ def antialias_sigma_mm(spacing: float) -> float:
     return float(np.sqrt(max(spacing**2 - 1.0, 0.0)) / 2.355)
 
 
-@functools.lru_cache(maxsize=4)
-def prepared_template(head: bool, t1_sigma_mm: float, flair_sigma_mm: float) -> PreparedTemplate:
-    """Contrast maps of the template, computed once per process (read-only afterwards).
+def _distance(mask: np.ndarray, grid: Grid, inside: bool) -> np.ndarray:
+    """Euclidean distance (mm) to the mask's boundary, inside or outside it (Maurer, SimpleITK)."""
+    img = sitk.GetImageFromArray(mask.astype(np.uint8).transpose(2, 1, 0))
+    img.SetSpacing(tuple(float(s) for s in grid.spacing))
+    f = sitk.SignedMaurerDistanceMapImageFilter()
+    f.SetInsideIsPositive(inside)
+    f.SetSquaredDistance(False)
+    f.SetUseImageSpacing(True)
+    f.SetBackgroundValue(0)
+    dist = sitk.GetArrayFromImage(f.Execute(img)).transpose(2, 1, 0)
+    return np.clip(dist, 0, None).astype(np.float32)
+
+
+def prepare_template(head: bool, t1_sigma_mm: float, flair_sigma_mm: float) -> PreparedTemplate:
+    """Contrast maps of the template (a few seconds; done once per cohort).
 
     Args:
         head: add a CSF/skull/scalp shell around the brain (otherwise brain only).
@@ -72,15 +106,14 @@ def prepared_template(head: bool, t1_sigma_mm: float, flair_sigma_mm: float) -> 
     """
     tpl = load_template()
     grid = Grid.from_image(tpl.t1)
-    t1 = to_array(tpl.t1).astype(np.float32)
     brain = (to_array(tpl.brainmask) > 0).astype(np.float32)
+    t1 = to_array(tpl.t1).astype(np.float32) * brain
     gm = np.clip(to_array(tpl.gm), 0, 1) * brain
     wm = np.clip(to_array(tpl.wm), 0, 1) * brain
     csf = np.clip(brain - gm - wm, 0, 1)
     flair = FLAIR_TISSUE["csf"] * csf + FLAIR_TISSUE["gm"] * gm + FLAIR_TISSUE["wm"] * wm
-    t1 = t1 * brain
-    outside = ndi.distance_transform_edt(brain == 0, sampling=grid.spacing)
     if head:
+        outside = _distance(brain > 0, grid, inside=False)
         for _name, inner, outer, v_t1, v_fl in HEAD_LAYERS:
             w = _soft_band(outside, inner, outer) * (brain == 0)
             t1 = t1 + v_t1 * w
@@ -90,14 +123,11 @@ def prepared_template(head: bool, t1_sigma_mm: float, flair_sigma_mm: float) -> 
         head_mask = brain > 0
     t1 = ndi.gaussian_filter(t1.astype(np.float32), t1_sigma_mm / grid.spacing, mode="constant")
     flair = ndi.gaussian_filter(flair.astype(np.float32), flair_sigma_mm / grid.spacing, mode="constant")
-    idx = np.argwhere(head_mask)
-    box_idx = np.array([idx.min(0) - 1, idx.max(0) + 1], dtype=float)
-    corners = np.array([[box_idx[a, 0], box_idx[b, 1], box_idx[c, 2]] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
     to_phys = grid.index_to_physical()
-    corners_phys = corners @ to_phys[:3, :3].T + to_phys[:3, 3]
-    head_box = np.array([corners_phys.min(0), corners_phys.max(0)])
+    head_idx = np.argwhere(head_mask[::2, ::2, ::2]) * 2
+    head_points = head_idx @ to_phys[:3, :3].T + to_phys[:3, 3]
     centre = np.argwhere(brain > 0).mean(0) @ to_phys[:3, :3].T + to_phys[:3, 3]
-    depth = ndi.distance_transform_edt(wm >= 0.5, sampling=grid.spacing)
+    depth = _distance(wm >= 0.5, grid, inside=True)
     deep = np.argwhere(depth >= 2.0)
     wm_points = deep @ to_phys[:3, :3].T + to_phys[:3, 3]
     log.debug("template prepared: %d deep WM voxels, max depth %.1f mm", len(deep), depth.max())
@@ -106,7 +136,7 @@ def prepared_template(head: bool, t1_sigma_mm: float, flair_sigma_mm: float) -> 
         t1=t1.astype(np.float32),
         flair=flair.astype(np.float32),
         brain=brain,
-        head_box=head_box,
+        head_points=head_points,
         centre=centre,
         wm_points=wm_points,
         wm_depth=depth[tuple(deep.T)].astype(float),
@@ -168,8 +198,11 @@ def random_deformation(rng: np.random.Generator, prep: PreparedTemplate, rms_mm:
         ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
         taper = taper * ramp.reshape([-1 if a == axis else 1 for a in range(3)])
     field = field * taper
-    brain_idx = np.argwhere(prep.brain[:: int(DEFORMATION_GRID_MM), :: int(DEFORMATION_GRID_MM), :: int(DEFORMATION_GRID_MM)] > 0)
-    inside = field[:, brain_idx[:, 0], brain_idx[:, 1], brain_idx[:, 2]]
+    brain_points = np.argwhere(prep.brain[::4, ::4, ::4] > 0) * 4 @ prep.grid.index_to_physical()[:3, :3].T
+    brain_points = (brain_points + prep.grid.origin).T
+    to_field = grid.physical_to_index()
+    k = np.round(to_field[:3, :3] @ brain_points + to_field[:3, 3:]).astype(int)
+    inside = field[:, k[0], k[1], k[2]]
     rms = float(np.sqrt((inside**2).sum(0).mean())) if inside.size else 0.0
     field = field * (rms_mm / rms if rms > 0 else 0.0)
     # on a 2**-10 mm lattice: exact in float32 and compresses well

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,8 @@ class ScanPaths:
         return self.truth_dir / f"{self.scan}_from-{channel}_to-template_mode-image_xfm.tfm"
 
     def deformation(self) -> Path:
-        """Displacement field (template space) of the subject's anatomy."""
-        return self.truth_dir / f"{self.scan}_desc-deformation_xfm.nii.gz"
+        """Displacement field (template space) of the subject's anatomy, shared by its sessions."""
+        return self.truth_dir.parent / f"{self.subject}_desc-deformation_xfm.nii.gz"
 
 
 def write_volume(arr: np.ndarray, grid: Grid, path: Path) -> None:
@@ -104,6 +105,6 @@ def write_participants(root: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def relative(path: Path, start: Path) -> str:
-    """``path`` relative to the folder ``start``, POSIX style (for truth.json)."""
-    return Path(path).relative_to(start).as_posix()
+    """``path`` relative to the folder ``start`` (may climb with ``..``), POSIX style."""
+    return Path(os.path.relpath(path, start)).as_posix()
 

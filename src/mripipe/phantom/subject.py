@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from mripipe.phantom.acquisition import Acquired, acquire, native_grid
-from mripipe.phantom.anatomy import Deformation, PreparedTemplate, antialias_sigma_mm, prepared_template, random_deformation
+from mripipe.phantom.anatomy import (
+    Deformation,
+    PreparedTemplate,
+    antialias_sigma_mm,
+    load_prepared,
+    prepare_template,
+    random_deformation,
+)
 from mripipe.phantom.bids import ScanPaths, relative, write_transform, write_volume
 from mripipe.phantom.geometry import rigid, scaling
 from mripipe.phantom.lesions import Lesion, evolve_lesions, place_lesions
@@ -40,12 +47,31 @@ def lesion_radius_range(params: PhantomParams) -> tuple[float, float]:
     return max(lo, floor), max(hi, floor)
 
 
-def generate_subject(root: str | Path, plan: SubjectPlan, seed: int, params: PhantomParams) -> list[dict[str, Any]]:
+def template_for(params: PhantomParams) -> PreparedTemplate:
+    """The prepared template these parameters need (head shell, anti-aliasing per spacing)."""
+    return prepare_template(
+        params.head,
+        round(antialias_sigma_mm(min(params.t1w_spacing)), 3),
+        round(antialias_sigma_mm(min(params.flair_spacing)), 3),
+    )
+
+
+def generate_subject(
+    root: str | Path, plan: SubjectPlan, seed: int, params: PhantomParams, template_dir: str | None = None
+) -> list[dict[str, Any]]:
     """Generate and write every scan of one subject under the BIDS ``root``.
 
     All randomness comes from ``derive_seed(seed, "phantom", subject)``, split into independent
     streams (anatomy, lesions, one per session), so the files depend only on (seed, subject,
     params) and never on the worker that runs them.
+
+    Args:
+        root: BIDS root being built.
+        plan: the subject's plan (id, class, sessions).
+        seed: master seed.
+        params: resolved phantom parameters.
+        template_dir: folder of a saved :class:`PreparedTemplate` (memory-mapped); None
+            prepares it here (a few seconds).
 
     Returns:
         One summary dict per scan (scan, n_lesions, lesion volumes, noise sigmas).
@@ -53,12 +79,9 @@ def generate_subject(root: str | Path, plan: SubjectPlan, seed: int, params: Pha
     root = Path(root)
     streams = np.random.SeedSequence(derive_seed(seed, "phantom", plan.subject)).spawn(2 + plan.n_sessions)
     anat_rng, lesion_rng = np.random.default_rng(streams[0]), np.random.default_rng(streams[1])
-    prep = prepared_template(
-        params.head,
-        round(antialias_sigma_mm(min(params.t1w_spacing)), 3),
-        round(antialias_sigma_mm(min(params.flair_spacing)), 3),
-    )
+    prep = load_prepared(template_dir) if template_dir else template_for(params)
     deformation = random_deformation(anat_rng, prep, params.deformation_mm, params.deformation_smoothness_mm)
+    write_volume(deformation.field, deformation.grid, ScanPaths(root, plan.subject, "ses-01").deformation())
     scale = 1.0 + anat_rng.uniform(-params.global_scale, params.global_scale) + anat_rng.uniform(-0.01, 0.01, 3)
     subject_to_template = scaling(scale, prep.centre)
     radius = lesion_radius_range(params)
@@ -135,7 +158,6 @@ def _write_scan(
     if labels is None or t1_grid is None:
         raise RuntimeError(f"{paths.scan}: the T1w lesion mask was not produced")
     write_volume(labels, t1_grid, paths.lesions())
-    write_volume(deformation.field, deformation.grid, paths.deformation())
     voxel_mm3 = float(np.prod(t1_grid.spacing))
     counts = np.bincount(labels.ravel(), minlength=len(lesions) + 1)[1:]
     volumes = [round(float(c) * voxel_mm3, 3) for c in counts]
