@@ -82,20 +82,32 @@ def froc_score(fp_per_scan: np.ndarray, sensitivity: np.ndarray,
 
 
 def lesion_ap(results: Sequence[ScanDetections]) -> float:
-    """Lesion-level average precision (scikit-learn), missed lesions as positives with score 0.
+    """Lesion-level average precision: the step integral of precision over recall.
+
+    ``AP = sum_k (R_k - R_{k-1}) * P_k`` over the candidates' score thresholds, as scikit-learn
+    computes it, with recall normalised by *all* true lesions. A missed lesion is a positive that
+    no threshold reaches (it enters below every candidate, at precision 0), so the recall it
+    leaves out adds nothing and every miss lowers AP. This equals scikit-learn's AP over the
+    candidates times the share of lesions that were matched.
+
+    DESIGN.md's literal "missed lesions as positives with score 0" would instead give the missed
+    lesions' recall the precision of the lowest threshold: a detector that finds nothing and
+    raises no false positive would score AP = 1. The definition here keeps DESIGN's intent
+    ("missing lesions lowers AP") and is the one detection benchmarks use (VOC, COCO).
 
     Returns:
         AP in [0, 1], NaN when the set holds no lesion.
     """
-    tp = [r.tp_scores for r in results]
-    fp = [r.fp_scores for r in results]
-    n_missed = sum(r.n_missed for r in results)
-    n_tp = sum(len(t) for t in tp)
-    if n_tp + n_missed == 0:
+    tp = np.concatenate([np.asarray(r.tp_scores, dtype=float) for r in results] or [np.zeros(0)])
+    fp = np.concatenate([np.asarray(r.fp_scores, dtype=float) for r in results] or [np.zeros(0)])
+    n_lesions = len(tp) + sum(r.n_missed for r in results)
+    if n_lesions == 0:
         return float("nan")
-    scores = np.concatenate([*tp, *fp, np.zeros(n_missed)])
-    y = np.concatenate([np.ones(n_tp), np.zeros(sum(len(f) for f in fp)), np.ones(n_missed)])
-    return float(average_precision_score(y, scores))
+    if len(tp) == 0:
+        return 0.0
+    y = np.concatenate([np.ones(len(tp)), np.zeros(len(fp))])
+    ap_found = average_precision_score(y, np.concatenate([tp, fp]))
+    return float(ap_found * len(tp) / n_lesions)
 
 
 def case_auroc(results: Sequence[ScanDetections]) -> float:

@@ -24,9 +24,10 @@ FROC points (threshold: FP/scan, sensitivity): inf: 0, 0 | 0.9: 0, 1/9 | 0.85: 0
 0.8: 0, 3/9 | 0.78: 1/7, 3/9 | 0.75: 2/7, 3/9 | 0.7: 2/7, 4/9 | 0.65: 2/7, 5/9 | 0.6: 2/7, 6/9.
 Sensitivity at k (reachable): 1/8 -> 3/9 (1/7 > 1/8), 1/4 -> 3/9 (2/7 > 1/4), 1/2..8 -> 6/9.
 FROC score = (3 + 3 + 5 * 6) / 9 / 7 = 36/63 = 4/7.
-AP (descending: T T T F F T T T, then 3 missed at score 0): precision at each recall step
-1, 1, 1, 4/6, 5/7, 6/8, then 9/11 for the last 3/9 of recall:
-AP = (3 + 4/6 + 5/7 + 6/8 + 3 * 9/11) / 9.
+AP (descending: T T T F F T T T; the 3 missed lesions are never reached): precision at each
+recall step of 1/9 is 1, 1, 1, 4/6, 5/7, 6/8, and 0 for the last 3/9 of recall:
+AP = (3 + 4/6 + 5/7 + 6/8) / 9. (DESIGN.md's literal "score 0" would credit the misses with
+precision 9/11; see froc.lesion_ap for why that is not used.)
 Case scores: positives A 0.9, B 0.95 (the ignored C2 counts), C 0.85, D 0.7, F 0.75; negatives
 E 0.78, G 0. Pairs won: vs E 3/5, vs G 5/5 -> AUROC = 8/10.
 No lesion at all in the set: sensitivity, FROC score, AP and AUROC are NaN.
@@ -116,7 +117,7 @@ def test_froc_curve_and_score(results: list) -> None:
 
 
 def test_ap_and_case_auroc(results: list) -> None:
-    ap = (3 + Fraction(4, 6) + Fraction(5, 7) + Fraction(6, 8) + 3 * Fraction(9, 11)) / 9
+    ap = (3 + Fraction(4, 6) + Fraction(5, 7) + Fraction(6, 8)) / 9
     assert lesion_ap(results) == pytest.approx(float(ap), abs=1e-12)
     assert case_auroc(results) == pytest.approx(0.8, abs=1e-12)
 
@@ -133,6 +134,19 @@ def test_dice_option_changes_eligibility() -> None:
     prob, label = _cohort()["F"]
     r = detect_scan("F", prob, label, min_overlap=0.1, measure="dice")
     assert sorted(r.tp_scores) == pytest.approx([0.65, 0.75]) and len(r.fp_scores) == 0
+
+
+def test_ap_punishes_misses_without_false_positives() -> None:
+    # 2 lesions, one found at 0.9, one missed, no FP: precision 1 up to recall 1/2, then nothing.
+    hit = np.zeros((6, 6, 6), np.float32)
+    lab = np.zeros((6, 6, 6), np.uint16)
+    lab[0:2, 0:2, 0:2] = 1
+    lab[4:6, 4:6, 4:6] = 2
+    hit[0:2, 0:2, 0:2] = 0.9
+    r = detect_scan("X", hit, lab, threshold=0.5, min_overlap=0.1)
+    assert lesion_ap([r]) == pytest.approx(0.5)
+    nothing = detect_scan("Y", np.zeros_like(hit), lab, threshold=0.5, min_overlap=0.1)
+    assert lesion_ap([nothing]) == 0.0
 
 
 def test_matching_counts_first_then_overlap() -> None:
@@ -215,10 +229,11 @@ def test_evaluate_detection_folders(tmp_path: Path) -> None:
     assert metrics["ap"] == pytest.approx(saved["ap"])
     assert (tmp_path / "out" / "froc.tsv").read_text().startswith("threshold\tfp_per_scan")
     # without --threshold, the 0.4 voxel of scan A becomes an FP of its own: FROC unchanged
-    # (its point lies beyond 2/7 FP/scan at the same sensitivity), AP's last precision 9/12
+    # (its point lies beyond 2/7 FP/scan at the same sensitivity); it scores below every TP, so
+    # AP is unchanged too
     loose = evaluate_detection(tmp_path / "pred", tmp_path / "lab", tmp_path / "out2")
     assert loose["froc_score"] == pytest.approx(4 / 7)
-    ap = (3 + Fraction(4, 6) + Fraction(5, 7) + Fraction(6, 8) + 3 * Fraction(9, 12)) / 9
+    ap = (3 + Fraction(4, 6) + Fraction(5, 7) + Fraction(6, 8)) / 9
     assert loose["ap"] == pytest.approx(float(ap), abs=1e-12)
 
 
