@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fingerprint", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="master seed (registration sampling)")
     p.set_defaults(func=_run("preprocess", "cli_preprocess"))
 
     p = sub.add_parser("qc-table", help="gather per-scan qc.json into a table and a plot")

@@ -3,8 +3,8 @@
 Definitions as in DESIGN.md (see :mod:`mripipe.detection` for candidates and matching): FROC =
 sensitivity against mean FP per scan over every score threshold; sensitivity at k FP per scan =
 best reachable operating point with FP <= k (linear interpolation as an option); FROC score = mean
-at 1/8 ... 8 FP per scan; AP = scikit-learn's step integral with missed lesions as positives of
-score 0; case AUROC from each scan's highest candidate score.
+at 1/8 ... 8 FP per scan; AP = scikit-learn's step integral with recall over all lesions (a miss is never
+reached, precision 0); case AUROC from each scan's highest candidate score.
 """
 
 from __future__ import annotations

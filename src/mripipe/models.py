@@ -133,7 +133,7 @@ def build_classification_net(network: dict[str, Any], in_channels: int, n_classe
             no_max_pool=True,
             num_classes=n_classes,
         )
-        if dropout > 0:
+        if dropout > 0 and model.fc is not None:
             model.fc = nn.Sequential(nn.Dropout(dropout), model.fc)  # type: ignore[assignment]
         return model
     raise ValueError(

@@ -19,9 +19,10 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 
 from mripipe import intensity, registration
+from mripipe.fingerprint import scan_inputs
 from mripipe.imageio import ImageError, from_array, read_image, to_array, write_image
 from mripipe.qc import NativeChannel, save_qc_png, truth_metrics
 from mripipe.template import load_template, reference_grid
@@ -35,28 +36,32 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
         "reorient": True,
         "n4": True,
-        "n4_shrink": 4,
-        "n4_iterations": [20, 20],
+        "n4_shrink": 6,
+        "n4_iterations": [30, 30],
         "n4_control_points": 4,
         "n4_convergence": 0.001,
+        "n4_fwhm": 0.15,
+        "n4_smoothing_mm": 0.0,
         "denoise": "curvature",
-        "curvature_iterations": 3,
-        "curvature_conductance": 1.0,
+        "curvature_iterations": 2,
+        "curvature_conductance": 3.0,
         "median_radius": 1,
+        "gaussian_sigma_mm": 0.75,
         "nlm_patch_radius": 1,
         "nlm_iterations": 1,
         "nlm_sample_patches": 50,
         "coregister": True,
         "coreg_init": "identity",
-        "coreg_shrink": [4, 2, 1],
+        "coreg_spacing": 3.0,
+        "coreg_shrink": [2, 1],
         "coreg_iterations": 60,
         "register": True,
-        "template_spacing": 2.0,
+        "template_spacing": 3.0,
         "template_mask_dilation_mm": 6.0,
-        "template_shrink": [4, 2],
+        "template_shrink": [2, 1],
         "template_iterations": 60,
         "template_affine": True,
-        "affine_shrink": [2, 1],
+        "affine_shrink": [1],
         "affine_iterations": 60,
         "reg_sampling": 0.1,
         "reg_bins": 32,
@@ -67,9 +72,11 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "normalise": True,
     }
 )
-#: Manifest columns that are not image channels.
-META_COLUMNS = ("subject", "session", "scan", "label", "class", "truth")
-_INTERPOLATORS = {"bspline": sitk.sitkBSpline, "linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+_INTERPOLATORS = {
+    "bspline": sitk.sitkBSpline,
+    "linear": sitk.sitkLinear,
+    "nearest": sitk.sitkNearestNeighbor,
+}
 
 
 @contextmanager
@@ -95,7 +102,9 @@ def _volumes(img: sitk.Image, path: Path) -> list[sitk.Image]:
     size = list(img.GetSize())
     out = []
     for k in range(size[3]):
-        vol = sitk.Extract(img, size[:3] + [0], [0, 0, 0, k], sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX)
+        vol = sitk.Extract(
+            img, size[:3] + [0], [0, 0, 0, k], sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX
+        )
         out.append(sitk.Cast(vol, sitk.sitkFloat32))
     return out
 
@@ -127,7 +136,9 @@ def load_channels(channels: dict[str, Path]) -> dict[str, sitk.Image]:
         elif len(names) == 1:
             loaded.update({f"{names[0]}_{k}": v for k, v in enumerate(vols)})
         else:
-            raise ImageError(f"{path}: {len(vols)} volumes but named by {len(names)} channels {names}")
+            raise ImageError(
+                f"{path}: {len(vols)} volumes but named by {len(names)} channels {names}"
+            )
     order = [n for name in channels for n in loaded if n == name or n.startswith(f"{name}_")]
     return {n: loaded[n] for n in dict.fromkeys(order)}
 
@@ -141,18 +152,6 @@ def _read_label(path: Path) -> sitk.Image:
     if arr.size and (arr.min() < 0 or arr.max() > 65535 or not np.all(np.mod(arr, 1) == 0)):
         raise ImageError(f"{path}: label values must be integers in [0, 65535]")
     return sitk.Cast(img, sitk.sitkUInt16)
-
-
-def _template_fixed(spacing: float, dilation_mm: float) -> tuple[sitk.Image, sitk.Image]:
-    """The template T1 at the registration spacing and its dilated brain mask (uint8)."""
-    tpl = load_template()
-    grid = reference_grid((spacing,) * 3)
-    fixed = sitk.Resample(tpl.t1, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    mask = sitk.Resample(tpl.brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    radius = int(round(dilation_mm / spacing))
-    if radius > 0:
-        mask = sitk.BinaryDilate(mask, [radius] * 3)
-    return fixed, mask
 
 
 def preprocess_scan(
@@ -185,11 +184,22 @@ def preprocess_scan(
     """
     timings: dict[str, float] = {}
     try:
-        return _preprocess(channels, label, Path(out_dir), {**DEFAULTS, **params}, target_spacing, truth, seed, timings)
+        return _preprocess(
+            channels,
+            label,
+            Path(out_dir),
+            {**DEFAULTS, **params},
+            target_spacing,
+            truth,
+            seed,
+            timings,
+        )
     except RuntimeError as exc:
         step = next(reversed(timings), "start")
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        raise ValueError(f"{next(iter(channels.values()))}: preprocessing failed in step {step!r} ({lines[-1] if lines else exc})") from None
+        raise ValueError(
+            f"{next(iter(channels.values()))}: preprocessing failed in step {step!r} ({lines[-1] if lines else exc})"
+        ) from None
 
 
 def _preprocess(
@@ -207,7 +217,9 @@ def _preprocess(
     rseed = derive_seed(seed, "preprocess", scan)
     spacing = tuple(float(s) for s in target_spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"{out_dir}: target spacing must be three positive numbers, got {target_spacing!r}")
+        raise ValueError(
+            f"{out_dir}: target spacing must be three positive numbers, got {target_spacing!r}"
+        )
     if p["denoise"] not in intensity.DENOISE_METHODS:
         raise ValueError(f"{out_dir}: unknown denoise method {p['denoise']!r}")
     t_start = time.perf_counter()
@@ -218,8 +230,13 @@ def _preprocess(
     names = list(imgs)
     ref = names[0]
     native_info = {
-        n: {"size": list(im.GetSize()), "spacing": [round(s, 4) for s in im.GetSpacing()],
-            "orientation": sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(im.GetDirection())}
+        n: {
+            "size": list(im.GetSize()),
+            "spacing": [round(s, 4) for s in im.GetSpacing()],
+            "orientation": sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
+                im.GetDirection()
+            ),
+        }
         for n, im in imgs.items()
     }
     if p["reorient"]:
@@ -231,30 +248,50 @@ def _preprocess(
         for n, im in imgs.items():
             if p["n4"]:
                 res = intensity.n4_correct(im, p)
-                native[n] = NativeChannel(bias=res.bias, mask=res.mask, corrected=res.corrected, denoised=None)
+                native[n] = NativeChannel(
+                    bias=res.bias, mask=res.mask, corrected=res.corrected, denoised=None
+                )
             else:
-                native[n] = NativeChannel(bias=None, mask=intensity.head_mask(im), corrected=im, denoised=None)
+                native[n] = NativeChannel(
+                    bias=None, mask=intensity.head_mask(im), corrected=im, denoised=None
+                )
     with _timed(timings, "denoise"):
         for n, ch in native.items():
             if p["denoise"] != "none":
-                den = intensity.denoise(ch.corrected, p["denoise"], p, seed=rseed)
-                native[n] = NativeChannel(bias=ch.bias, mask=ch.mask, corrected=ch.corrected, denoised=den)
+                den = intensity.denoise(ch.corrected, p["denoise"], p)
+                native[n] = NativeChannel(
+                    bias=ch.bias, mask=ch.mask, corrected=ch.corrected, denoised=den
+                )
     work = {n: ch.denoised if ch.denoised is not None else ch.corrected for n, ch in native.items()}
 
     coreg: dict[str, sitk.Transform] = {}
     with _timed(timings, "coregister"):
-        for n in names[1:]:
+        if p["coregister"] and len(names) > 1:
+            fixed = registration.downsample(work[ref], float(p["coreg_spacing"]))
+            fmask = sitk.Resample(
+                native[ref].mask,
+                fixed,
+                sitk.Transform(),
+                sitk.sitkNearestNeighbor,
+                0,
+                sitk.sitkUInt8,
+            )
+        for k, n in enumerate(names[1:]):
             if p["coregister"]:
+                moving = registration.downsample(work[n], float(p["coreg_spacing"]))
                 coreg[n] = registration.rigid_register(
-                    work[ref], work[n], p, rseed + 7 * len(coreg), native[ref].mask, "coreg", p["coreg_init"]
+                    fixed, moving, p, rseed + 1 + k, fmask, "coreg", p["coreg_init"]
                 )
             else:
                 coreg[n] = sitk.Euler3DTransform()
     to_template: sitk.Transform | None = None
     with _timed(timings, "register"):
         if p["register"]:
-            fixed, fmask = _template_fixed(float(p["template_spacing"]), float(p["template_mask_dilation_mm"]))
-            to_template = registration.register_to_template(fixed, work[ref], p, rseed, fmask)
+            tfixed, tmask = registration.template_fixed(
+                float(p["template_spacing"]), float(p["template_mask_dilation_mm"])
+            )
+            moving = registration.downsample(work[ref], float(p["template_spacing"]))
+            to_template = registration.register_to_template(tfixed, moving, p, rseed, tmask)
     tx_ref: sitk.Transform = to_template if to_template is not None else sitk.AffineTransform(3)
 
     with _timed(timings, "resample"):
@@ -263,8 +300,22 @@ def _preprocess(
         resampled = []
         for n in names:
             tx = tx_ref if n == ref else registration.chain(tx_ref, coreg[n])
-            resampled.append(to_array(sitk.Resample(work[n], grid, tx, interp, 0.0, sitk.sitkFloat32)))
-        brain = to_array(sitk.Resample(load_template().brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
+            resampled.append(
+                to_array(sitk.Resample(work[n], grid, tx, interp, 0.0, sitk.sitkFloat32))
+            )
+        brain = (
+            to_array(
+                sitk.Resample(
+                    load_template().brainmask,
+                    grid,
+                    sitk.Transform(),
+                    sitk.sitkNearestNeighbor,
+                    0,
+                    sitk.sitkUInt8,
+                )
+            )
+            > 0
+        )
         lab_arr = (
             to_array(sitk.Resample(lab, grid, tx_ref, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16))
             if lab is not None
@@ -274,7 +325,9 @@ def _preprocess(
         stack = np.stack(resampled).astype(np.float32)
         for c in range(len(names)):
             if p["normalise"]:
-                stack[c] = intensity.zscore_in_mask(stack[c], brain, zero_outside=bool(p["skull_strip"]))
+                stack[c] = intensity.zscore_in_mask(
+                    stack[c], brain, zero_outside=bool(p["skull_strip"])
+                )
             elif p["skull_strip"]:
                 stack[c][~brain] = 0
     with _timed(timings, "write"):
@@ -284,7 +337,9 @@ def _preprocess(
         write_image(from_array(brain.astype(np.uint8), grid), out_dir / "brainmask.nii.gz")
         _write_transform(tx_ref, out_dir / "transform.tfm")
     with _timed(timings, "qc_png"):
-        save_qc_png(stack, names, brain, lab_arr if lab is not None else None, out_dir / "qc.png", scan)
+        save_qc_png(
+            stack, names, brain, lab_arr if lab is not None else None, out_dir / "qc.png", scan
+        )
 
     qc: dict[str, Any] = {
         "scan": scan,
@@ -293,18 +348,36 @@ def _preprocess(
         "target_spacing": list(spacing),
         "grid_size": list(grid.GetSize()),
         "native": native_info,
-        "steps": {k: p[k] for k in ("reorient", "n4", "denoise", "coregister", "register", "skull_strip", "normalise")},
+        "steps": {
+            k: p[k]
+            for k in (
+                "reorient",
+                "n4",
+                "denoise",
+                "coregister",
+                "register",
+                "skull_strip",
+                "normalise",
+            )
+        },
         "brain_voxels": int(brain.sum()),
         "label_voxels": int((lab_arr > 0).sum()),
         "label_ids": sorted(int(v) for v in np.unique(lab_arr) if v > 0),
     }
     if truth:
         with _timed(timings, "truth"):
-            qc["truth"] = truth_metrics(Path(truth), native, ref, to_template, coreg if p["coregister"] else {})
+            qc["truth"] = truth_metrics(
+                Path(truth), native, ref, to_template, coreg if p["coregister"] else {}
+            )
     timings["total"] = round(time.perf_counter() - t_start, 3)
     qc["timings_s"] = timings
     write_json(out_dir / "qc.json", qc)
-    log.info("%s preprocessed in %.1f s (%s)", scan, timings["total"], ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    log.info(
+        "%s preprocessed in %.1f s (%s)",
+        scan,
+        timings["total"],
+        ", ".join(f"{k} {v:.2f}" for k, v in timings.items()),
+    )
     return qc
 
 
@@ -312,30 +385,6 @@ def _write_transform(tx: sitk.Transform, path: Path) -> None:
     """Write an ITK transform file atomically."""
     with atomic_path(path) as tmp:
         sitk.WriteTransform(tx, str(tmp))
-
-
-def scan_inputs(manifest: Path, scan: str) -> tuple[dict[str, Path], Path | None, Path | None]:
-    """A scan's channel paths (manifest order), label and truth paths from the manifest.
-
-    Raises:
-        ValueError: the scan is not in the manifest, or the manifest has no channel column.
-    """
-    import pandas as pd
-
-    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
-    rows = table[table["scan"] == scan]
-    if rows.empty:
-        raise ValueError(f"{manifest}: scan {scan!r} not found")
-    row = rows.iloc[0]
-    chans = [c for c in table.columns if c not in META_COLUMNS]
-    if not chans:
-        raise ValueError(f"{manifest}: no channel column")
-    channels = {c: Path(row[c]) for c in chans if row[c]}
-    if not channels:
-        raise ValueError(f"{manifest}: scan {scan!r} has no image path")
-    label = Path(row["label"]) if row.get("label") else None
-    truth = Path(row["truth"]) if row.get("truth") else None
-    return channels, label, truth
 
 
 def cli_preprocess(ns: argparse.Namespace) -> None:
@@ -346,5 +395,11 @@ def cli_preprocess(ns: argparse.Namespace) -> None:
     if "target_spacing" not in fp:
         raise ValueError(f"{ns.fingerprint}: no target_spacing")
     preprocess_scan(
-        channels, label, Path(ns.out_dir), ns.params, fp["target_spacing"], truth, seed=int(getattr(ns, "seed", 0) or 0)
+        channels,
+        label,
+        Path(ns.out_dir),
+        ns.params,
+        fp["target_spacing"],
+        truth,
+        seed=int(getattr(ns, "seed", 0) or 0),
     )

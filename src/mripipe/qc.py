@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 
 from mripipe.imageio import read_image, to_array
 from mripipe.registration import chain, displacement
@@ -111,7 +111,9 @@ def psnr(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
 def _truth_image(path: Path, like: sitk.Image) -> np.ndarray:
     """A truth image reoriented like ``like`` (RAS), as (X, Y, Z) float array on its grid."""
     img = sitk.DICOMOrient(sitk.Cast(read_image(path), sitk.sitkFloat32), "RAS")
-    if img.GetSize() != like.GetSize() or not np.allclose(img.GetOrigin(), like.GetOrigin(), atol=1e-3):
+    if img.GetSize() != like.GetSize() or not np.allclose(
+        img.GetOrigin(), like.GetOrigin(), atol=1e-3
+    ):
         img = sitk.Resample(img, like, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     return to_array(img)
 
@@ -150,7 +152,14 @@ def truth_metrics(
     }
     out: dict[str, Any] = {}
     grid = reference_grid((ERROR_GRID_MM,) * 3)
-    brain = to_array(sitk.Resample(load_template().brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
+    brain = (
+        to_array(
+            sitk.Resample(
+                load_template().brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor
+            )
+        )
+        > 0
+    )
     if to_template is not None and reference in true_tx:
         out["template_error_mm"] = mapping_error_mm(to_template, true_tx[reference], grid, brain)
     if coreg and reference in true_tx:
@@ -216,11 +225,18 @@ def save_qc_png(
     for i in range(c):
         for j, (axis, view) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
             ax = axes[i, j]
-            ax.imshow(cut(image[i], axis), cmap="gray", vmin=-2.5, vmax=2.5, interpolation="nearest")
+            ax.imshow(
+                cut(image[i], axis), cmap="gray", vmin=-2.5, vmax=2.5, interpolation="nearest"
+            )
             ax.contour(cut(brainmask.astype(float), axis), levels=[0.5], colors="c", linewidths=0.6)
             if label is not None:
                 lab = cut((label > 0).astype(float), axis)
-                ax.imshow(np.ma.masked_where(lab == 0, lab), cmap="autumn", alpha=0.6, interpolation="nearest")
+                ax.imshow(
+                    np.ma.masked_where(lab == 0, lab),
+                    cmap="autumn",
+                    alpha=0.6,
+                    interpolation="nearest",
+                )
             ax.set_title(f"{names[i]} {view}", fontsize=8)
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
@@ -268,7 +284,9 @@ def qc_table(qc_files: Sequence[Path], out_tsv: Path, out_plot: Path) -> Any:
     for ax, (title, cols) in zip(axes[0], panels, strict=True):
         data = [pd.to_numeric(table[c], errors="coerce").dropna().to_numpy() for c in cols]
         ax.boxplot(data)
-        ax.set_xticks(range(1, len(cols) + 1), [c.rsplit(".", 1)[-1] for c in cols], rotation=45, fontsize=7)
+        ax.set_xticks(
+            range(1, len(cols) + 1), [c.rsplit(".", 1)[-1] for c in cols], rotation=45, fontsize=7
+        )
         ax.set_title(title, fontsize=9)
     fig.suptitle(f"preprocessing QC, {len(table)} scans", fontsize=10)
     fig.tight_layout()

@@ -13,12 +13,16 @@ import logging
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
+
+from mripipe.template import load_template, reference_grid
 
 log = logging.getLogger(__name__)
 
 
-def _levels(params: dict[str, Any], prefix: str, default_shrink: list[int]) -> tuple[list[int], list[float]]:
+def _levels(
+    params: dict[str, Any], prefix: str, default_shrink: list[int]
+) -> tuple[list[int], list[float]]:
     """Shrink factors and smoothing sigmas (mm) of a pyramid from ``params``."""
     shrink = [int(s) for s in params.get(f"{prefix}_shrink", default_shrink)]
     default_sigma = [0.5 * s for s in shrink]
@@ -55,7 +59,9 @@ def _method(
     return reg
 
 
-def _run(reg: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image, what: str) -> None:
+def _run(
+    reg: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image, what: str
+) -> None:
     """Execute a registration, logging its end state."""
     reg.Execute(sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32))
     log.debug(
@@ -196,7 +202,6 @@ def displacement(transform: sitk.Transform, grid: sitk.Image) -> np.ndarray:
     return np.asarray(sitk.GetArrayFromImage(field)).transpose(2, 1, 0, 3)
 
 
-
 def downsample(img: sitk.Image, spacing: float) -> sitk.Image:
     """Gaussian-smoothed copy of ``img`` on an isotropic grid of ``spacing`` mm (same extent).
 
@@ -222,3 +227,25 @@ def downsample(img: sitk.Image, spacing: float) -> sitk.Image:
     origin_index = [(spacing / s - 1) / 2 for s in old]
     out.SetOrigin(img.TransformContinuousIndexToPhysicalPoint(origin_index))
     return sitk.Resample(smooth, out, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def template_fixed(spacing: float, dilation_mm: float) -> tuple[sitk.Image, sitk.Image]:
+    """The template T1 at the registration spacing and its dilated brain mask (uint8).
+
+    Args:
+        spacing: isotropic spacing in mm of the template grid used for registration.
+        dilation_mm: dilation of the brain mask restricting the metric samples.
+
+    Returns:
+        The float32 template image and its uint8 mask on the same grid.
+    """
+    tpl = load_template()
+    grid = reference_grid((spacing,) * 3)
+    fixed = sitk.Resample(tpl.t1, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    mask = sitk.Resample(
+        tpl.brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+    )
+    radius = int(round(dilation_mm / spacing))
+    if radius > 0:
+        mask = sitk.BinaryDilate(mask, [radius] * 3)
+    return fixed, mask

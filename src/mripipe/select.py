@@ -39,7 +39,12 @@ def rank_trials(trial_dirs: Sequence[str | Path], metric: str) -> list[dict[str,
                      "epoch": int(metrics.get("epoch", 0))})
     if not rows:
         raise ValueError("select: no trial given")
-    return sorted(rows, key=lambda r: (math.isnan(r["value"]), -r["value"] if not math.isnan(r["value"]) else 0.0, r["trial"]))
+
+    def key(row: dict[str, Any]) -> tuple[bool, float, str]:
+        nan = math.isnan(row["value"])
+        return (nan, 0.0 if nan else -row["value"], row["trial"])
+
+    return sorted(rows, key=key)
 
 
 def log_selected_model(search: dict[str, Any], run_id: str, trial_dir: str | Path) -> str | None:

@@ -10,9 +10,10 @@ continues the same MLflow run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,26 @@ def plot_history(history: Sequence[dict[str, float]], metric: str, path: str | P
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
+
+
+@contextlib.contextmanager
+def torch_settings(device: torch.device, threads: int) -> Iterator[None]:
+    """CPU threads and determinism for one trial, restored afterwards.
+
+    On CPU, deterministic algorithms make the same seed give a bit-identical history; on CUDA,
+    cuDNN autotuning is preferred for speed.
+    """
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(device.type == "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
 
 
 def _data(
@@ -166,15 +187,8 @@ def train_trial(
     train, val = list(splits["folds"][fold]["train"]), list(splits["folds"][fold]["val"])
     search = read_json(search_path)
     trial_seed = derive_seed(seed, "train", experiment, trial)
-    torch.set_num_threads(max(1, threads))
-
-    with allocate(lock_dir, devices) as slot:
+    with allocate(lock_dir, devices) as slot, torch_settings(torch.device(slot.device), threads):
         device = torch.device(slot.device)
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
-        else:
-            torch.cuda.set_device(device)
-            torch.backends.cudnn.benchmark = True
         workers = max(0, threads - 1) if device.type == "cuda" else 0
         batches, steps, _, val_input, meta = _data(
             task, p, Path(patches_dir), Path(manifest_path), Path(preprocessed_dir),

@@ -142,6 +142,32 @@ def write_history(rows: list[dict[str, float]], path: Path) -> None:
         table.to_csv(tmp, sep="\t", index=False)
 
 
+def train_step(
+    model: nn.Module,
+    batch: Batch,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp: bool,
+) -> torch.Tensor:
+    """One optimiser step on a batch (moved to ``device`` without blocking); AMP on CUDA.
+
+    Returns:
+        The detached loss on ``device`` (no host synchronisation).
+    """
+    x = batch["image"].to(device, non_blocking=True)
+    y = batch["label"].to(device, non_blocking=True)
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -221,17 +247,8 @@ def fit(
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not interactive())
         for batch in train_batches(epoch):
-            x = batch["image"].to(device, non_blocking=True)
-            y = batch["label"].to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, amp):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            total += train_step(model, batch, loss_fn, optimizer, scaler, device, amp)
             scheduler.step()
-            total += loss.detach()
             n += 1
             bar.update()
             if n >= steps_per_epoch:
@@ -264,19 +281,19 @@ def fit(
         history.append(row)
         epoch += 1
         done = done or epoch >= epochs
+        if on_epoch is not None:  # before last.pt: a resumed epoch re-logs identical values
+            on_epoch(row | {"epoch_time_s": time.perf_counter() - t0})
         save_torch({
             "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "rng": _rng_state(), "epoch": epoch, "history": history, "params": params,
             "best_epoch": best_epoch, "best_value": best_value, "best": best,
-            "best_model": best_state, "done": done,
+            "best_model": best_state, "done": done, "meta": meta,
         }, last_path)
         write_history(history, out_dir / "history.tsv")
         log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f %s=%.4f lr=%.2e (%.1f s)",
                  epoch, epochs, row["train_loss"], row["val_loss"], metric, row[metric],
                  row["lr"], time.perf_counter() - t0)
-        if on_epoch is not None:
-            on_epoch(row | {"epoch_time_s": time.perf_counter() - t0})
 
     if best_epoch == 0:  # never validated a finite metric: keep the last weights
         log.warning("%s: no finite %s; checkpoint.pt holds the last epoch", out_dir, metric)

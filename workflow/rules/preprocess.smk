@@ -22,7 +22,7 @@ rule preprocess:
     input:
         manifest="results/manifest.tsv",
         fingerprint="results/fingerprint.json",
-        code=code("preprocess", "registration", "qc"),
+        code=code("preprocess", "registration", "intensity", "qc", "fingerprint"),
     output:
         image="results/preprocessed/{scan}/image.nii.gz",
         label="results/preprocessed/{scan}/label.nii.gz",
@@ -42,7 +42,7 @@ rule preprocess:
         mem_mb=1500,
     shell:
         "mripipe preprocess --manifest {input.manifest} --scan {wildcards.scan} "
-        "--fingerprint {input.fingerprint} --params {params.cfg:q} --threads {threads} "
+        "--fingerprint {input.fingerprint} --params {params.cfg:q} --threads {threads} --seed {SEED} "
         "--out-dir {params.out_dir} --log {log}"
 
 

@@ -24,7 +24,9 @@ rule train:
         splits="results/splits.json",
         manifest="results/manifest.tsv",
         search="results/{experiment}/search.json",
-        code=code("train", "models", "search", "loader", "tracking"),
+        code=code(
+            "train", "trainer", "validation", "models", "search", "loader", "tracking", "devices"
+        ),
     output:
         params="results/{experiment}/trials/{trial}/params.json",
         checkpoint="results/{experiment}/trials/{trial}/checkpoint.pt",
@@ -52,7 +54,7 @@ rule select:
     input:
         metrics=trial_metrics,
         search="results/{experiment}/search.json",
-        code=code("select"),
+        code=code("select", "models", "tracking"),
     output:
         json="results/{experiment}/selected.json",
     params:

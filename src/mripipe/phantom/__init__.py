@@ -24,14 +24,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from mripipe.phantom.bids import LESION_DERIVATIVE, TRUTH_DERIVATIVE, write_description, write_participants
+from mripipe.phantom.bids import (
+    LESION_DERIVATIVE,
+    TRUTH_DERIVATIVE,
+    write_description,
+    write_participants,
+)
 from mripipe.phantom.params import CLASSES, PhantomParams
 from mripipe.phantom.subject import SubjectPlan, generate_subject, template_for
 from mripipe.utils import interactive, rng
 
-__all__ = ["generate_cohort", "plan_cohort", "cli_phantom", "PhantomParams", "SubjectPlan"]
+__all__ = ["generate_cohort", "plan_cohort", "cli_phantom", "PhantomParams", "SubjectPlan", "OutputExistsError"]
 
 log = logging.getLogger(__name__)
+
+
+class OutputExistsError(FileExistsError, ValueError):
+    """The output folder is not empty (a ValueError too, so the CLI reports it in one line)."""
 
 
 def plan_cohort(seed: int, params: PhantomParams) -> list[SubjectPlan]:
@@ -80,12 +89,13 @@ def generate_cohort(out: str | Path, seed: int, params: dict[str, Any], workers:
         The participants table (participant_id, age, sex, class, n_sessions).
 
     Raises:
-        FileExistsError: ``out`` exists and is not an empty folder (nothing is overwritten).
+        OutputExistsError: ``out`` exists and is not an empty folder (nothing is overwritten);
+            a FileExistsError and a ValueError.
         ValueError: invalid parameters.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out}: already exists and is not empty; refusing to overwrite it (remove it to regenerate the phantom)")
+        raise OutputExistsError(f"{out}: already exists and is not empty; refusing to overwrite it (remove it to regenerate the phantom)")
     resolved = PhantomParams.from_dict(params)
     plans = plan_cohort(seed, resolved)
     out.parent.mkdir(parents=True, exist_ok=True)

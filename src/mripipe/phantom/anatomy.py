@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage as ndi
 
 from mripipe.imageio import to_array
@@ -46,6 +46,9 @@ class PreparedTemplate:
         centre: (3,) physical centre of the brain mask (mm).
         wm_points: (N, 3) physical centres of white-matter voxels at least 2 mm deep.
         wm_depth: (N,) distance (mm) from each of those voxels to the nearest non-WM voxel.
+        support: (X/2, Y/2, Z/2) float32, every other voxel of the distance (mm) to where the
+            contrast maps are non-zero (0 inside): points far from it are air and are skipped.
+        support_reach: how far (mm) the maps' anti-aliasing smoothing reaches past the support.
     """
 
     grid: Grid
@@ -56,8 +59,35 @@ class PreparedTemplate:
     centre: np.ndarray
     wm_points: np.ndarray
     wm_depth: np.ndarray
+    support: np.ndarray
+    support_reach: np.ndarray
 
-    _ARRAYS = ("t1", "flair", "brain", "head_points", "centre", "wm_points", "wm_depth")
+    _ARRAYS = ("t1", "flair", "brain", "head_points", "centre", "wm_points", "wm_depth", "support", "support_reach")
+
+    @property
+    def support_grid(self) -> Grid:
+        """Grid of :attr:`support` (every other template voxel)."""
+        g = self.grid
+        shape = self.support.shape
+        return Grid(origin=g.origin, direction=g.direction, spacing=g.spacing * 2, shape=(shape[0], shape[1], shape[2]))
+
+    def may_be_nonzero(self, points: np.ndarray, max_displacement: float) -> np.ndarray:
+        """Which template points (3, N), displaced by up to ``max_displacement`` mm, may see tissue.
+
+        The distance map is 1-Lipschitz and sampled at the nearest point of a grid whose points
+        lie within sqrt(3) mm of any location, so a point flagged False is surely air.
+
+        Returns:
+            (N,) bool.
+        """
+        to_idx = self.support_grid.physical_to_index()
+        k = np.rint(to_idx[:3, :3].astype(np.float32) @ points + to_idx[:3, 3].astype(np.float32)[:, None]).astype(np.int32)
+        shape = np.array(self.support.shape)[:, None]
+        valid = ((k >= 0) & (k < shape)).all(axis=0)
+        dist = np.full(points.shape[1], np.inf, dtype=np.float32)
+        kv = k[:, valid]
+        dist[valid] = self.support[kv[0], kv[1], kv[2]]
+        return dist <= float(self.support_reach) + max_displacement + np.sqrt(3.0) * float(self.grid.spacing.max())
 
     def save(self, folder: Path) -> None:
         """Store as .npy files so worker processes can memory-map instead of recomputing."""
@@ -112,15 +142,18 @@ def prepare_template(head: bool, t1_sigma_mm: float, flair_sigma_mm: float) -> P
     wm = np.clip(to_array(tpl.wm), 0, 1) * brain
     csf = np.clip(brain - gm - wm, 0, 1)
     flair = FLAIR_TISSUE["csf"] * csf + FLAIR_TISSUE["gm"] * gm + FLAIR_TISSUE["wm"] * wm
+    outside = _distance(brain > 0, grid, inside=False)
     if head:
-        outside = _distance(brain > 0, grid, inside=False)
+        outer_edge = HEAD_LAYERS[-1][2] + 3.0
         for _name, inner, outer, v_t1, v_fl in HEAD_LAYERS:
-            w = _soft_band(outside, inner, outer) * (brain == 0)
+            w = _soft_band(outside, inner, outer) * ((brain == 0) & (outside <= outer_edge))
             t1 = t1 + v_t1 * w
             flair = flair + v_fl * w
         head_mask = outside <= HEAD_LAYERS[-1][2]
+        support = np.clip(outside - outer_edge, 0, None)
     else:
         head_mask = brain > 0
+        support = outside
     t1 = ndi.gaussian_filter(t1.astype(np.float32), t1_sigma_mm / grid.spacing, mode="constant")
     flair = ndi.gaussian_filter(flair.astype(np.float32), flair_sigma_mm / grid.spacing, mode="constant")
     to_phys = grid.index_to_physical()
@@ -140,6 +173,8 @@ def prepare_template(head: bool, t1_sigma_mm: float, flair_sigma_mm: float) -> P
         centre=centre,
         wm_points=wm_points,
         wm_depth=depth[tuple(deep.T)].astype(float),
+        support=np.ascontiguousarray(support[::2, ::2, ::2], dtype=np.float32),
+        support_reach=np.array(3.0 * max(t1_sigma_mm, flair_sigma_mm) + 1.0),
     )
 
 
@@ -170,12 +205,18 @@ class Deformation:
         disp = np.stack([ndi.map_coordinates(self.field[c], idx, order=1, mode="constant", cval=0.0) for c in range(3)])
         return points + disp
 
+    @property
+    def max_displacement(self) -> float:
+        """Largest displacement length (mm) anywhere in the field."""
+        return float(np.sqrt((self.field.astype(np.float64) ** 2).sum(axis=0)).max())
+
 
 def random_deformation(rng: np.random.Generator, prep: PreparedTemplate, rms_mm: float, smoothness_mm: float) -> Deformation:
     """Smooth random displacement field whose RMS inside the brain is ``rms_mm``.
 
     Gaussian noise on a control grid of ``smoothness_mm`` spacing, cubic-spline upsampled to a
-    4 mm field grid and tapered to zero within 16 mm of the grid border.
+    4 mm field grid, tapered to zero within 16 mm of the grid border, and stripped of its affine
+    component inside the brain (least squares), so it holds no hidden pose or scaling.
 
     Args:
         rng: the subject's generator.
@@ -199,10 +240,19 @@ def random_deformation(rng: np.random.Generator, prep: PreparedTemplate, rms_mm:
         taper = taper * ramp.reshape([-1 if a == axis else 1 for a in range(3)])
     field = field * taper
     brain_points = np.argwhere(prep.brain[::4, ::4, ::4] > 0) * 4 @ prep.grid.index_to_physical()[:3, :3].T
-    brain_points = (brain_points + prep.grid.origin).T
+    brain_points = brain_points + prep.grid.origin
     to_field = grid.physical_to_index()
-    k = np.round(to_field[:3, :3] @ brain_points + to_field[:3, 3:]).astype(int)
-    inside = field[:, k[0], k[1], k[2]]
+    k = np.rint(brain_points @ to_field[:3, :3].T + to_field[:3, 3]).astype(int)
+    design = np.column_stack([brain_points, np.ones(len(brain_points))])
+    field_points = np.indices(shape).reshape(3, -1).T @ grid.index_to_physical()[:3, :3].T + grid.origin
+    field_design = np.column_stack([field_points, np.ones(len(field_points))])
+    for _ in range(3):
+        # remove the affine part inside the brain: pose and scaling are the registration's job,
+        # the warp must be anatomy only (so to_template is exactly what registration can find)
+        inside = field[:, k[:, 0], k[:, 1], k[:, 2]].T
+        coef, *_ = np.linalg.lstsq(design, inside, rcond=None)
+        field = (field - (field_design @ coef).T.reshape(3, *shape)) * taper
+    inside = field[:, k[:, 0], k[:, 1], k[:, 2]]
     rms = float(np.sqrt((inside**2).sum(0).mean())) if inside.size else 0.0
     field = field * (rms_mm / rms if rms > 0 else 0.0)
     # on a 2**-10 mm lattice: exact in float32 and compresses well

@@ -122,7 +122,7 @@ def place_lesions(
         ``existing`` plus the new lesions.
 
     Raises:
-        RuntimeError: when white matter has no room left (too many or too large lesions).
+        ValueError: when white matter has no room left (too many or too large lesions).
     """
     out = list(existing or [])
     next_uid = max((les.uid for les in out), default=0) + 1
@@ -143,7 +143,10 @@ def place_lesions(
             if _attempt % 10 == 9:
                 les = _shrunk(les, radius_mm[0])
         else:
-            raise RuntimeError(f"no room in white matter for lesion {len(out) + 1} (radius {radius:.1f} mm)")
+            raise ValueError(
+                f"phantom params: no room in white matter for lesion {len(out) + 1} (radius {radius:.1f} mm); "
+                "lower lesion_counts or lesion_radius_mm"
+            )
         out.append(les)
         next_uid += 1
     return out
