@@ -86,9 +86,12 @@ def client(uri: str) -> Any:
     no_telemetry()
     from mlflow.tracking import MlflowClient
 
-    c = MlflowClient(tracking_uri=uri)
     with store_lock(uri):
+        # Creating the client creates the SQLite schema (tracking and model-registry tables):
+        # two jobs starting at once must not both run the migrations.
+        c = retry(MlflowClient, tracking_uri=uri)
         retry(c.search_experiments, max_results=1)
+        retry(c.search_registered_models, max_results=1)
     return c
 
 
