@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
+from mripipe.manifest import channel_columns, read_manifest
 from mripipe.utils import write_json
 
 log = logging.getLogger(__name__)
 
 #: nnU-Net's anisotropy threshold.
 ANISOTROPY_THRESHOLD = 3.0
-#: Manifest columns that are not image channels.
-META_COLUMNS = ("subject", "session", "scan", "label", "class", "truth")
 
 
 def ras_spacing(path: Path) -> list[float]:
@@ -86,7 +85,7 @@ def compute_fingerprint(manifest: Path, params: dict[str, Any]) -> dict[str, Any
     """Spacings of every scan and the target spacing (configured, or ``auto``).
 
     Args:
-        manifest: results/manifest.tsv (channel columns are those not in :data:`META_COLUMNS`,
+        manifest: results/manifest.tsv (channel columns: :func:`mripipe.manifest.channel_columns`,
             in order; the first is the reference channel).
         params: the ``preprocess:`` section; ``spacing`` is ``[x, y, z]`` or ``"auto"``.
 
@@ -94,12 +93,8 @@ def compute_fingerprint(manifest: Path, params: dict[str, Any]) -> dict[str, Any
         ``{"target_spacing", "source": "config"|"auto", "reference_channel", "spacings":
         {scan: {channel: [x, y, z]}}, "median_spacing", "anisotropic_axis", "n_scans"}``.
     """
-    import pandas as pd
-
-    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
-    if "scan" not in table.columns:
-        raise ValueError(f"{manifest}: no 'scan' column")
-    channels = [c for c in table.columns if c not in META_COLUMNS]
+    table = read_manifest(manifest)
+    channels = channel_columns(table)
     if not channels or table.empty:
         raise ValueError(f"{manifest}: no scans or no channel column")
     spacings: dict[str, dict[str, list[float]]] = {}
@@ -144,14 +139,12 @@ def scan_inputs(manifest: Path, scan: str) -> tuple[dict[str, Path], Path | None
     Raises:
         ValueError: the scan is not in the manifest, or the manifest has no channel column.
     """
-    import pandas as pd
-
-    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
+    table = read_manifest(manifest)
     rows = table[table["scan"] == scan]
     if rows.empty:
         raise ValueError(f"{manifest}: scan {scan!r} not found")
     row = rows.iloc[0]
-    chans = [c for c in table.columns if c not in META_COLUMNS]
+    chans = channel_columns(table)
     if not chans:
         raise ValueError(f"{manifest}: no channel column")
     channels = {c: Path(row[c]) for c in chans if row[c]}

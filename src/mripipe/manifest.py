@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -130,16 +131,25 @@ def build_manifest(root: str | Path, channels: list[str], label: str, out: str |
     return table
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read ``manifest.tsv`` back with every column as a string and empty cells as ""."""
+def read_manifest(path: str | Path, required: Sequence[str] = ("subject", "scan")) -> pd.DataFrame:
+    """Read ``manifest.tsv`` back with every column as a string and empty cells as "".
+
+    The one reader every stage uses. ``required`` names the columns the caller needs; a missing
+    file or column is one clear error naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    missing = [c for c in BASE_COLUMNS + TAIL_COLUMNS if c not in table.columns]
+    missing = [c for c in required if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: not a manifest (missing columns {missing})")
     return table
+
+
+def channel_columns(table: pd.DataFrame) -> list[str]:
+    """The channel columns of a manifest, in order (every column that is not metadata)."""
+    return [c for c in table.columns if c not in BASE_COLUMNS + TAIL_COLUMNS]
 
 
 def cli_manifest(ns: argparse.Namespace) -> None:

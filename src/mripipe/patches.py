@@ -51,6 +51,7 @@ from monai.transforms import Resize
 from tqdm import tqdm
 
 from mripipe.imageio import ImageError, read_image, to_array
+from mripipe.manifest import read_manifest
 from mripipe.split import load_splits
 from mripipe.utils import atomic_path, interactive, read_json, rng, write_json
 
@@ -271,18 +272,6 @@ def extract_patches(
         len(index), int(index["has_lesion"].sum()), len(volume_rows), len(scans), out_dir,
     )
     return index
-
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read ``results/manifest.tsv`` as strings, checking the columns this stage needs."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    missing = {"subject", "scan"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
-    return table
 
 
 def cli_patches(ns: argparse.Namespace) -> None:

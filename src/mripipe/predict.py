@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 import torch
 from torch import nn
 
 from mripipe.imageio import from_array, read_image, to_array, write_image
+from mripipe.manifest import read_manifest
 from mripipe.utils import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -185,9 +186,7 @@ def predict_classification(model: nn.Module, class_names: list[str], volume_para
 
 def held_out_scans(manifest_path: Path, test_subjects: list[str]) -> pd.DataFrame:
     """Manifest rows of the test subjects: ``scan``, ``subject``, ``class``, ``native``."""
-    manifest = pd.read_csv(manifest_path, sep="\t", dtype=str, keep_default_na=False)
-    if not {"scan", "subject"} <= set(manifest.columns):
-        raise ValueError(f"{manifest_path}: needs the columns scan and subject")
+    manifest = read_manifest(manifest_path)
     rows = manifest[manifest["subject"].isin(set(test_subjects))].copy()
     if rows.empty:
         raise ValueError(f"{manifest_path}: no scan of the {len(test_subjects)} test subjects")

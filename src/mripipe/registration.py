@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from mripipe.template import load_template, reference_grid
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
+from mripipe.manifest import read_manifest
 from mripipe.utils import derive_seed, read_json, sha256_text, write_json
 
 log = logging.getLogger(__name__)
@@ -218,9 +219,7 @@ def load_splits(path: str | Path, role: str) -> dict[str, Any]:
 def cli_split(ns: argparse.Namespace) -> None:
     """``mripipe split``: adapter from the parsed arguments to :func:`make_splits`."""
     path = Path(ns.manifest)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
-    manifest = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    manifest = read_manifest(path)
     try:
         splits = make_splits(manifest, ns.params, ns.seed)
     except ValueError as exc:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
@@ -19,6 +18,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from mripipe.imageio import read_image, to_array
+from mripipe.manifest import read_manifest
 from mripipe.models import autocast, segment_logits
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,7 @@ def load_val_scans(
     Returns:
         The scans, sorted by scan id.
     """
-    table = pd.read_csv(manifest, sep="\t", dtype=str)
-    missing = {"subject", "scan"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{manifest}: missing columns {sorted(missing)}")
+    table = read_manifest(manifest)
     scans = sorted(table.loc[table["subject"].isin(set(subjects)), "scan"])
     if max_scans > 0:
         scans = scans[:max_scans]

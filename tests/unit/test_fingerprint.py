@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from mripipe.fingerprint import compute_fingerprint, nnunet_target_spacing, ras_spacing
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from mripipe.imageio import to_array
 from mripipe.phantom import PhantomParams, generate_cohort, plan_cohort

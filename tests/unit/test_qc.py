@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from mripipe import qc
 from mripipe.utils import write_json

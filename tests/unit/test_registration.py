@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from mripipe import registration
 from mripipe.imageio import to_array

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mripipe.utils import atomic_path, derive_seed, read_json, rng, sha256_file, sha256_text, write_json
+from mripipe.utils import (
+    atomic_path,
+    derive_seed,
+    read_json,
+    rng,
+    sha256_file,
+    sha256_text,
+    write_json,
+)
 
 
 def test_derive_seed_is_stable_across_processes() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from mripipe.imageio import from_array, write_image
 from mripipe.phantom.geometry import Grid, to_sitk_affine

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 #: Unit vector (ITK physical LPS coordinates) that an index axis points toward, per letter.
