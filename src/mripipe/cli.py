@@ -183,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     setup_logging(ns.log)
     try:
-        ns.func(ns)
+        out = ns.func(ns)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         # Bad input: one clear message naming the file and the problem, no traceback wall.
         log.error("%s", exc)
         return 1
+    if isinstance(out, str):  # user-facing output of a command (e.g. `mripipe where`)
+        print(out)
     return 0
 
 

@@ -97,8 +97,6 @@ def where(root: Path) -> list[str]:
     ]
 
 
-def cli_where(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe where``: the locations, on stdout."""
-    import sys
-
-    sys.stdout.write("\n".join(where(Path.cwd())) + "\n")
+def cli_where(ns: argparse.Namespace) -> str:
+    """Adapter for ``mripipe where``: the locations, as text for the CLI to print."""
+    return "\n".join(where(Path.cwd()))

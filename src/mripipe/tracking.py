@@ -211,7 +211,11 @@ def open_trial_run(
     from mlflow.entities import Param, RunStatus
 
     exp_id, parent = str(search["mlflow_experiment_id"]), str(search["parent_run_id"])
-    query = f"tags.mlflow.parentRunId = '{parent}' and tags.{TRIAL_TAG} = '{trial}'"
+    # continue only an interrupted attempt (not FINISHED) of this trial on the same data
+    query = (f"tags.mlflow.parentRunId = '{parent}' and tags.{TRIAL_TAG} = '{trial}' "
+             f"and attributes.status != 'FINISHED'")
+    if "data_hash" in tags:
+        query += f" and tags.data_hash = '{tags['data_hash']}'"
     found = retry(c.search_runs, [exp_id], filter_string=query, order_by=["attributes.start_time DESC"])
     if found:
         run_id = str(found[0].info.run_id)

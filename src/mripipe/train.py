@@ -225,7 +225,7 @@ def train_trial(
             tracking.log_epoch(c, run_id, {k: v for k, v in row.items() if k != "epoch"}, step)
 
         meta |= {"experiment": experiment, "trial": trial, "mlflow_run_id": run_id,
-                 "task": task, "fold": fold}
+                 "task": task, "fold": fold, "data_hash": tags["data_hash"]}
         log.info("%s/%s on %s: %s, %d steps/epoch, %d train / %d val subjects", experiment,
                  trial, slot.device, p["network"]["name"], steps, len(train), len(val))
         try:

@@ -224,7 +224,10 @@ def fit(
     last_path = out_dir / "last.pt"
     if last_path.exists():
         state = torch.load(last_path, map_location="cpu", weights_only=True)
-        if state.get("params") == params:
+        # Resume only an interrupted attempt on the same parameters and data. A finished trial
+        # that Snakemake runs again does so because an input changed: it trains afresh.
+        same_data = state.get("meta", {}).get("data_hash") == (meta or {}).get("data_hash")
+        if state.get("params") == params and same_data and not state.get("done"):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -235,7 +238,7 @@ def fit(
             best, best_state, done = dict(state["best"]), state["best_model"], bool(state["done"])
             log.info("%s: resuming at epoch %d/%d from %s", out_dir.name, start + 1, epochs, last_path)
         else:
-            log.warning("%s: parameters changed; starting afresh", last_path)
+            log.warning("%s: finished, or its parameters or data changed; starting afresh", last_path)
     resumed_from = start
 
     epoch = start

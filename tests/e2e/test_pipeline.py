@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -86,3 +90,56 @@ def test_second_run_has_nothing_to_do(run_dir: Path) -> None:
     proc = _snakemake(run_dir, "-n")
     assert proc.returncode == 0, proc.stderr
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_mlflow_server_lists_trials_with_params_and_curves(run_dir: Path) -> None:
+    """`mlflow ui` at the run's root shows every trial, comparable, with per-epoch curves."""
+    port = _free_port()
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(
+        [str(bindir / "mlflow"), "server", "--backend-store-uri", "sqlite:///mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=run_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+
+    def call(path: str, body: dict | None = None) -> dict:
+        req = urllib.request.Request(
+            f"{base}/{path}", data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                call("experiments/get-by-name?experiment_name=lesion_seg")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(1)
+        for name in ("lesion_seg", "burden_cls"):
+            exp = call(f"experiments/get-by-name?experiment_name={name}")["experiment"]
+            runs = call("runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+            trials = [r for r in runs if "mlflow.parentRunId" in {t["key"] for t in r["data"].get("tags", [])}]
+            assert trials, f"{name}: no nested trial run"
+            run = trials[0]
+            params = {p["key"] for p in run["data"].get("params", [])}
+            assert any("lr" in p for p in params), params
+            history = call(
+                f"metrics/get-history?run_id={run['info']['run_id']}&metric_key=train_loss"
+            )["metrics"]
+            assert len(history) >= 2  # one point per epoch: a curve, not a number
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -199,7 +199,7 @@ def test_lr_schedule_by_hand() -> None:
         lr_factor(5, 10, 2, "step", 0.9, 0.0)
 
 
-def test_early_stopping_and_resume_of_a_finished_run(tmp_path: Path) -> None:
+def test_early_stopping_and_a_finished_run_trains_afresh(tmp_path: Path) -> None:
     """fit on synthetic tensors: the metric peaks at epoch 2, patience 2 stops at epoch 4."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
@@ -213,10 +213,13 @@ def test_early_stopping_and_resume_of_a_finished_run(tmp_path: Path) -> None:
                  torch.device("cpu"), {"task": "classification"})
     assert [r["acc"] for r in result.history] == [0.2, 0.9, 0.5, 0.4]
     assert result.best_epoch == 2 and result.stopped_early
+    # Snakemake runs a finished trial again only because an input (data, code) changed: the
+    # stale last.pt must not be resumed, the trial trains afresh.
+    rising = iter([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     again = fit(model, nn.CrossEntropyLoss(), lambda epoch: data, 3,
-                lambda m: pytest.fail("a finished run is not trained again"), params, "acc",
-                tmp_path, torch.device("cpu"))
-    assert again.resumed_from == 4 and again.best_epoch == 2
+                lambda m: {"val_loss": 0.0, "acc": next(rising)}, params, "acc", tmp_path,
+                torch.device("cpu"), {"task": "classification"})
+    assert again.resumed_from == 0 and len(again.history) == 6 and again.best_epoch == 6
 
 
 class Threshold(nn.Module):
