@@ -110,25 +110,35 @@ def segmentation_validator(
 ) -> Callable[[nn.Module], dict[str, float]]:
     """A validation function: sliding-window inference on whole scans, loss and lesion Dice.
 
-    Dice is MONAI's ``DiceMetric`` on the lesion channel per scan (a scan with no lesion and
-    no predicted lesion counts 1.0), averaged over scans.
+    ``val_dice`` is the lesion Dice pooled over all validation voxels,
+    ``2 sum(TP) / (2 sum(TP) + sum(FP) + sum(FN))`` (nnU-Net's pseudo-Dice for model selection):
+    a model that predicts nothing scores 0 and false positives in lesion-free scans count.
+    ``val_dice_cases`` is MONAI's ``DiceMetric`` per scan, averaged (a scan with no lesion and no
+    prediction counts 1.0, as in the evaluation) — reported, but a poor selection criterion
+    because an empty prediction earns the share of lesion-free scans.
 
     Returns:
-        model -> ``{"val_loss", "val_dice"}``.
+        model -> ``{"val_loss", "val_dice", "val_dice_cases"}``.
     """
 
     def validate(model: nn.Module) -> dict[str, float]:
         dice = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
         losses = []
+        tp = fp_fn = 0.0
         for s in scans:
             logits = segment_logits(model, s.image, roi_size, sw_batch_size, overlap, amp)[None]
             label = s.label[None].to(logits.device)
             losses.append(float(loss_fn(logits, label)))
             pred = one_hot(logits.argmax(dim=1, keepdim=True), num_classes=2)
-            dice(y_pred=pred, y=one_hot(label, num_classes=2))
+            truth = one_hot(label, num_classes=2)
+            dice(y_pred=pred, y=truth)
+            tp += float((pred[:, 1] * truth[:, 1]).sum())
+            fp_fn += float((pred[:, 1] != truth[:, 1]).sum())
         value = dice.aggregate()
         assert isinstance(value, torch.Tensor)
-        return {"val_loss": float(np.mean(losses)), "val_dice": float(value.item())}
+        pooled = 2 * tp / (2 * tp + fp_fn) if tp + fp_fn > 0 else 1.0
+        return {"val_loss": float(np.mean(losses)), "val_dice": pooled,
+                "val_dice_cases": float(value.item())}
 
     return validate
 

@@ -235,7 +235,8 @@ class Threshold(nn.Module):
 
 def test_sliding_window_dice_by_hand() -> None:
     """Scan A: 8 lesion voxels, 4 predicted + 4 false positives -> Dice 2*4/(8+8) = 0.5.
-    Scan B: no lesion, nothing predicted -> 1.0 (DESIGN). Mean = 0.75."""
+    Scan B: no lesion, nothing predicted -> 1.0 (DESIGN). Per-scan mean = 0.75.
+    Pooled: TP 4, FP 4, FN 4 -> 2*4 / (2*4 + 4 + 4) = 0.5 (scan B adds nothing)."""
     label_a = torch.zeros(1, 8, 8, 8)
     label_a[0, 2:4, 2:4, 2:4] = 1
     pred_a = torch.full((1, 8, 8, 8), -1.0)
@@ -245,7 +246,12 @@ def test_sliding_window_dice_by_hand() -> None:
     scans = [ValScan("a", pred_a, label_a), scan_b]
     validate = segmentation_validator(scans, lambda lg, lb: torch.zeros(()), [4, 4, 4], overlap=0.0)
     scores = validate(Threshold().eval())
-    assert math.isclose(scores["val_dice"], 0.75, abs_tol=1e-6)
+    assert math.isclose(scores["val_dice_cases"], 0.75, abs_tol=1e-6)
+    assert math.isclose(scores["val_dice"], 0.5, abs_tol=1e-6)
+    # predicting nothing anywhere: per-scan mean still earns scan B's 1.0, pooled Dice is 0
+    empty = [ValScan("a", torch.full((1, 8, 8, 8), -1.0), label_a), scan_b]
+    scores = segmentation_validator(empty, lambda lg, lb: torch.zeros(()), [4, 4, 4], overlap=0.0)(Threshold().eval())
+    assert scores["val_dice_cases"] == 0.5 and scores["val_dice"] == 0.0
 
 
 def test_balanced_accuracy_by_hand() -> None:
