@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PKG := $(VENV)/.package
 CORES ?= 2
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
@@ -12,40 +13,50 @@ export DO_NOT_TRACK := 1
 # rules call the `mripipe` console script: put the environment's bin first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-unit e2e ui bench lint report lock clean
+.PHONY: run test test-unit e2e ui bench lint version lock clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
 	  { echo "mripipe needs Python >= 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Set PYTHON=/path/to/python3.11 and retry." >&2; exit 1; }
 	@echo ">> building $(VENV) (one pip command: requirements.lock + mripipe)"
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock -e . 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-	touch $(STAMP)
+	touch $(STAMP) $(PKG)
 
-run: $(STAMP)  ## phantom -> preprocess -> split -> patches -> search -> evaluate -> report
+# pyproject.toml changed but not the lock (e.g. a new console script): refresh the package only
+$(PKG): pyproject.toml | $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(PKG)
+
+run: $(STAMP) $(PKG)  ## phantom -> preprocess -> split -> patches -> search -> evaluate -> report
 	$(BIN)/snakemake --cores $(CORES) --keep-going --printshellcmds
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 	@$(BIN)/mripipe where
 
-test: $(STAMP)  ## unit tests + one e2e DAG run on a tiny config
+test: $(STAMP) $(PKG)  ## unit tests + one e2e DAG run on a tiny config
 	$(BIN)/pytest -q tests
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(PKG)
 	$(BIN)/pytest -q tests/unit
 
-e2e: $(STAMP)
+e2e: $(STAMP) $(PKG)
 	$(BIN)/pytest -q tests/e2e
 
-ui: $(STAMP)  ## MLflow UI on the runs of this checkout
+ui: $(STAMP) $(PKG)  ## MLflow UI on the runs of this checkout
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-bench: $(STAMP)
+bench: $(STAMP) $(PKG)
 	@for b in bench/bench_*.py; do echo ">> $$b"; $(BIN)/python $$b || exit 1; done
 
-lint: $(STAMP)
+lint: $(STAMP) $(PKG)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
+
+version: $(STAMP) $(PKG)  ## record the outputs of `make run` in dvc.lock and push them to the DVC remote
+	$(BIN)/dvc commit --force pipeline
+	$(BIN)/dvc push
+	@echo "versioned: dvc.lock (commit it with git); data and models in the DVC remote (.dvc-remote/)"
 
 lock:  ## regenerate requirements.lock from a fresh resolve of pyproject.toml
 	rm -rf /tmp/mripipe-lock && $(PYTHON) -m venv /tmp/mripipe-lock
