@@ -24,7 +24,7 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 from sklearn.metrics import roc_curve
 
 from mripipe import plots
-from mripipe.detection import ScanDetections, detect_scan
+from mripipe.detection import ScanDetections, detect_scan, find_candidates
 from mripipe.froc import (
     FP_RATES,
     detection_metrics,
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "threshold": 0.5,
+    "candidate_threshold": 0.1,
     "min_overlap": 0.1,
     "overlap_measure": "iou",
     "interpolate": False,
@@ -101,13 +102,16 @@ def score_scan(scan: str, prob_path: Path, label_path: Path, params: Mapping[str
     if prob.shape != label.shape:
         raise ValueError(f"{prob_path}: shape {prob.shape} differs from {label_path} {label.shape}")
     thr = float(param(params, "threshold"))
-    det = detect_scan(scan, prob, label, threshold=thr, min_overlap=float(param(params, "min_overlap")),
+    # Candidates come from a lower threshold than the mask, so the FROC curve sweeps operating
+    # points beyond the mask's; each is scored by its maximum probability (DESIGN.md).
+    det = detect_scan(scan, prob, label, threshold=min(thr, float(param(params, "candidate_threshold"))),
+                      min_overlap=float(param(params, "min_overlap")),
                       measure=str(param(params, "overlap_measure")), instances=True)
     spacing = tuple(float(s) for s in label_img.GetSpacing())
     pred, truth = prob >= thr, label > 0
     dice, hd95 = overlap_scores(pred, truth, spacing)
     ml = float(np.prod(spacing)) / 1000.0
-    n_cand = len(det.tp_scores) + len(det.fp_scores) + det.n_ignored
+    n_cand = len(find_candidates(prob, thr)[1])  # lesion load at the operating threshold
     row = {
         "scan": scan, "n_lesions": det.n_lesions, "n_candidates": n_cand,
         "n_tp": len(det.tp_scores), "n_fp": len(det.fp_scores), "n_ignored": det.n_ignored,

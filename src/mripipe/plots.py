@@ -37,13 +37,18 @@ def froc_plot(froc: pd.DataFrame, grid: np.ndarray, band: np.ndarray, path: Path
         path: output PNG.
     """
     fig, ax = plt.subplots(figsize=(5, 4))
-    fps = np.maximum(froc["fp_per_scan"].to_numpy(dtype=float), 1e-3)
-    ax.step(fps, froc["sensitivity"].to_numpy(dtype=float), where="post", label="FROC")
+    lo, hi = 0.1, 10.0
+    # Operating points at 0 FP/scan sit at the left edge; the best reachable sensitivity holds
+    # for every larger FP budget, so the curve runs on to the right edge.
+    fps = np.append(np.clip(froc["fp_per_scan"].to_numpy(dtype=float), lo, None), hi)
+    sens = froc["sensitivity"].to_numpy(dtype=float)
+    sens = np.append(sens, sens[-1] if len(sens) else 0.0)
+    ax.step(fps, sens, where="post", label="FROC")
     if np.isfinite(band).any():
         ax.fill_between(grid, band[:, 0], band[:, 1], alpha=0.25, step="post", label="95 % CI")
     for k in (0.125, 0.25, 0.5, 1, 2, 4, 8):
         ax.axvline(k, color="0.85", lw=0.6, zorder=0)
-    ax.set(xscale="log", xlim=(0.1, 10), ylim=(0, 1.02), xlabel="mean false positives per scan",
+    ax.set(xscale="log", xlim=(lo, hi), ylim=(0, 1.02), xlabel="mean false positives per scan",
            ylabel="lesion sensitivity", title="FROC")
     ax.legend(loc="lower right")
     _save(fig, path)

@@ -12,7 +12,7 @@ rule predict:
     output:
         directory("results/{experiment}/predictions"),
     params:
-        cfg=section("evaluate"),
+        cfg=section("predict"),
     log:
         "logs/{experiment}/predict.log",
     benchmark:
