@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "threshold": 0.5,
-    "candidate_threshold": 0.1,
+    "candidate_threshold": 0.3,
     "min_overlap": 0.1,
     "overlap_measure": "iou",
     "interpolate": False,
