@@ -98,8 +98,19 @@ def compute_fingerprint(manifest: Path, params: dict[str, Any]) -> dict[str, Any
     if not channels or table.empty:
         raise ValueError(f"{manifest}: no scans or no channel column")
     spacings: dict[str, dict[str, list[float]]] = {}
+    unreadable: list[str] = []
     for _, row in table.iterrows():
-        spacings[row["scan"]] = {c: ras_spacing(Path(row[c])) for c in channels if row[c]}
+        spacings[row["scan"]] = {}
+        for c in channels:
+            if not row[c]:
+                continue
+            try:
+                spacings[row["scan"]][c] = ras_spacing(Path(row[c]))
+            except ValueError as exc:
+                # One bad scan must not stop the others: it fails in its own preprocess job,
+                # with the same message; the fingerprint is taken over the readable scans.
+                log.warning("%s (left out of the fingerprint)", exc)
+                unreadable.append(str(row[c]))
     ref = channels[0]
     ref_sp = np.array([s[ref] for s in spacings.values() if ref in s])
     if len(ref_sp) == 0:
@@ -129,6 +140,7 @@ def compute_fingerprint(manifest: Path, params: dict[str, Any]) -> dict[str, Any
         "auto_spacing": auto,
         "anisotropic_axis": aniso,
         "n_scans": len(spacings),
+        "unreadable": unreadable,
         "spacings": spacings,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -143,3 +144,29 @@ def test_mlflow_server_lists_trials_with_params_and_curves(run_dir: Path) -> Non
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_bad_scan_fails_alone_with_one_clear_message(run_dir: Path, tmp_path: Path) -> None:
+    """A corrupt scan fails its own job naming the file; the other scans finish; data/ untouched."""
+    data = tmp_path / "data" / "phantom"
+    shutil.copytree(run_dir / "data" / "phantom", data)
+    manifest = pd.read_csv(run_dir / "results" / "manifest.tsv", sep="\t")
+    bad_scan = manifest["scan"].iloc[1]
+    bad_file = data / Path(manifest["FLAIR"].iloc[1]).relative_to("data/phantom")
+    bad_file.write_bytes(b"this is not a NIfTI file")
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+
+    proc = _snakemake(tmp_path, "--keep-going", "results/preprocessed/qc.tsv")
+
+    assert proc.returncode != 0
+    log = (tmp_path / "logs" / "preprocess" / f"{bad_scan}.log").read_text()
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, log
+    assert bad_file.name in errors[0] and "cannot be read" in errors[0]
+    assert "Traceback" not in log
+    assert not (tmp_path / "results" / "preprocessed" / bad_scan / "image.nii.gz").exists()
+    for scan in manifest["scan"]:
+        if scan != bad_scan:
+            assert (tmp_path / "results" / "preprocessed" / scan / "qc.json").is_file(), scan
+    after = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    assert after == before  # nothing in data/ is ever written over

@@ -71,3 +71,22 @@ def test_compute_fingerprint_config_and_auto(tmp_path: Path) -> None:
     assert auto["spacings"]["sub-000_ses-01"]["FLAIR"] == [2.0, 2.0, 2.0]
     fixed = compute_fingerprint(manifest, {"spacing": [2, 2, 2]})
     assert fixed["source"] == "config" and fixed["target_spacing"] == [2.0, 2.0, 2.0]
+
+
+def test_unreadable_scan_is_left_out_not_fatal(tmp_path: Path) -> None:
+    """One corrupt scan must not stop the fingerprint (and with it every other scan's job)."""
+    good = tmp_path / "good.nii.gz"
+    img = sitk.Image(8, 8, 4, sitk.sitkFloat32)
+    img.SetSpacing((1.0, 1.0, 3.0))
+    sitk.WriteImage(img, str(good))
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"garbage")
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text(
+        "subject\tsession\tscan\tT1w\tlabel\tclass\ttruth\n"
+        f"sub-1\tses-1\tsub-1_ses-1\t{good}\t\t\t\n"
+        f"sub-2\tses-1\tsub-2_ses-1\t{bad}\t\t\t\n"
+    )
+    fp = compute_fingerprint(manifest, {"spacing": "auto"})
+    assert fp["unreadable"] == [str(bad)]
+    assert fp["auto_spacing"] == [1.0, 1.0, 3.0]
