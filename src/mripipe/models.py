@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks import nets
+from monai.networks.blocks import Convolution
 from torch import nn
 
 log = logging.getLogger(__name__)
 
 SEGMENTATION_NETWORKS = ("unet", "segresnet", "basicunet")
-CLASSIFICATION_NETWORKS = ("densenet", "resnet")
+CLASSIFICATION_NETWORKS = ("densenet", "resnet", "convnet")
 
 
 def build_segmentation_net(network: dict[str, Any], in_channels: int) -> nn.Module:
@@ -74,10 +75,19 @@ def check_input_size(network: dict[str, Any], size: Sequence[int]) -> None:
     """Raise ``ValueError`` if a network cannot take inputs of spatial ``size``.
 
     Segmentation networks halve the patch ``levels`` times (BasicUNet: always 4): each side
-    must be a multiple of ``2**levels`` and at least twice that. The classifiers divide a
-    volume by 16 and batch-normalise there, so a batch of one needs each side >= 32.
+    must be a multiple of ``2**levels`` and at least twice that. DenseNet/ResNet divide a
+    volume by 16 and batch-normalise there, so a batch of one needs each side >= 32; ``convnet``
+    divides it by ``2**depth`` and needs each side >= ``2**(depth + 1)``.
     """
     name = network["name"]
+    if name == "convnet":
+        least = 2 ** (int(network["depth"]) + 1)
+        if min(size) < least:
+            raise ValueError(
+                f"volume size {list(size)} is too small for convnet of depth "
+                f"{network['depth']} (each side >= {least})"
+            )
+        return
     if name in CLASSIFICATION_NETWORKS:
         if min(size) < 32:
             raise ValueError(f"volume size {list(size)} is too small for {name} (each side >= 32)")
@@ -97,10 +107,10 @@ def build_classification_net(network: dict[str, Any], in_channels: int, n_classe
     """A small MONAI 3-D classifier.
 
     Args:
-        network: ``{"name": densenet|resnet, "width": w, "depth": d, "dropout": p}``; DenseNet
+        network: ``{"name": densenet|resnet|convnet, "width": w, "depth": d, "dropout": p}``; DenseNet
             uses ``w`` as initial features and growth rate with three dense blocks of ``d``
             layers; ResNet uses basic blocks, widths ``w * (1, 2, 4, 8)``, ``d`` blocks per stage, a stride-2 stem and no max-pool
-            (both networks divide the volume by 16).
+            (both networks divide the volume by 16); ``convnet`` is :func:`conv_classifier`.
         in_channels: image channels C.
         n_classes: number of classes K.
 
@@ -136,9 +146,51 @@ def build_classification_net(network: dict[str, Any], in_channels: int, n_classe
         if dropout > 0 and model.fc is not None:
             model.fc = nn.Sequential(nn.Dropout(dropout), model.fc)  # type: ignore[assignment]
         return model
+    if name == "convnet":
+        return conv_classifier(in_channels, n_classes, width, depth, dropout)
     raise ValueError(
         f"unknown classification network {name!r}; expected one of {CLASSIFICATION_NETWORKS}"
     )
+
+
+def conv_classifier(
+    in_channels: int, n_classes: int, width: int, depth: int, dropout: float = 0.0
+) -> nn.Module:
+    """A shallow all-convolutional classifier for a few dozen training volumes.
+
+    ``depth`` MONAI conv-batch-norm-PReLU blocks (3x3x3, stride 2, widths ``width * 2**i``),
+    global average pooling, dropout and a linear layer. Global averaging of local features makes
+    the logits depend on *how much* of a local pattern (e.g. a bright FLAIR spot) the volume holds,
+    not on where: the inductive bias of a burden count, with few parameters to memorise anatomy.
+
+    Args:
+        in_channels: image channels C.
+        n_classes: number of classes K.
+        width: channels of the first block.
+        depth: number of blocks (each halves the volume).
+        dropout: dropout probability before the linear layer.
+
+    Returns:
+        A module mapping ``(B, C, X, Y, Z)`` to logits ``(B, K)``.
+    """
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for level in range(depth):
+        out = width * 2**level
+        layers.append(Convolution(spatial_dims=3, in_channels=channels, out_channels=out,
+                                  strides=2, kernel_size=3, norm="batch", act="prelu"))
+        channels = out
+    layers += [AvgMaxPool(), nn.Dropout(dropout), nn.Linear(2 * channels, n_classes)]
+    return nn.Sequential(*layers)
+
+
+class AvgMaxPool(nn.Module):
+    """Global average and max pooling, concatenated: ``(B, C, X, Y, Z)`` -> ``(B, 2C)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool every channel over space; averages first, then maxima."""
+        flat = x.flatten(2)
+        return torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
 
 
 def build_model(params: dict[str, Any], in_channels: int, n_classes: int) -> nn.Module:

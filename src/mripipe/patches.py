@@ -12,8 +12,11 @@ A scan without lesion voxels gets only negatives. Patches reaching past the bord
 0 (the normalised background value). The patch centre is voxel ``size // 2`` of the patch.
 
 Classification: the unit is the **whole preprocessed volume**, masked to the brain and downsampled
-(area averaging, i.e. anti-aliased) to a fixed ``volume_shape``. Lesion burden is a property of
-the whole brain — a single patch cannot tell a subject with one lesion from one with twenty, so
+to a fixed ``volume_shape`` by each reduction of ``volume_pooling`` over the same cells: ``area``
+(averaging, anti-aliased), ``max`` and ``min``. Area averaging alone washes a lesion of a few
+voxels out (a ~130 mm³ lesion fills a fraction of one ~5 mm cell); the cell maximum keeps a
+FLAIR-bright spot and the minimum a T1w-dark one, so the burden stays visible after
+downsampling. Lesion burden is a property of the whole brain — a single patch cannot tell a subject with one lesion from one with twenty, so
 patch-level labels would be noisy and soft voting would have to relearn the count — while every
 scan already lies on the same template grid, so the whole volume is aligned across subjects and,
 downsampled, is small enough (tens of kB) to train on a CPU. A fixed shape (not a fixed spacing)
@@ -28,7 +31,7 @@ Layout of ``out_dir`` (written atomically: built in a temporary sibling, then re
     seg/{scan}_image.npy   float16 (N, C, px, py, pz)
     seg/{scan}_label.npy   uint8   (N, 1, px, py, pz), binary lesion mask
     volumes.tsv      scan, subject, class, class_id, role, val_fold, file   (one row per scan)
-    volumes/{scan}.npy     float16 (C, x, y, z)
+    volumes/{scan}.npy     float16 (C * P, x, y, z), P = len(volume_pooling)
     classes.json     {"classes": [sorted class labels]}  (index = class id)
     patches.json     the parameters used, the seed, n_channels and counts
 
@@ -48,6 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.transforms import Resize
+from torch.nn import functional
 from tqdm import tqdm
 
 from mripipe.imageio import ImageError, read_image, to_array
@@ -67,7 +71,9 @@ DEFAULTS: dict[str, Any] = {
     "per_scan": 16,
     "pos_fraction": 0.5,
     "volume_shape": [40, 48, 40],
+    "volume_pooling": ["area"],
 }
+POOLINGS = ("area", "max", "min")
 
 
 def _param(params: dict[str, Any], key: str) -> Any:
@@ -79,22 +85,39 @@ def classification_volume(
 ) -> np.ndarray:
     """The classification input of one scan: the brain, downsampled to ``volume_shape``.
 
+    Every reduction of ``volume_pooling`` is applied to every image channel over the same
+    adaptive cells (those of area averaging); the outputs are stacked reduction-major:
+    ``[area c0..c(C-1), max c0.., min c0..]`` for ``["area", "max", "min"]``.
+
     Args:
         image: preprocessed image ``(C, X, Y, Z)``.
-        brainmask: brain mask ``(X, Y, Z)``; voxels outside it are set to 0.
-        params: the ``patches`` config section (``volume_shape``, default ``[40, 48, 40]``).
+        brainmask: brain mask ``(X, Y, Z)``; voxels outside it are set to 0 before pooling.
+        params: the ``patches`` config section (``volume_shape``, default ``[40, 48, 40]``;
+            ``volume_pooling``, default ``["area"]``).
 
     Returns:
-        float32 array ``(C, x, y, z)`` with ``(x, y, z) = volume_shape`` (area averaging).
+        float32 array ``(C * P, x, y, z)`` with ``(x, y, z) = volume_shape`` and P reductions.
     """
     if image.ndim != 4 or image.shape[1:] != brainmask.shape:
         raise ValueError(
             f"image {image.shape} and brain mask {brainmask.shape} do not match as (C, X, Y, Z)"
         )
     shape = [int(s) for s in _param(params, "volume_shape")]
-    masked = np.where(brainmask[None] > 0, image, 0).astype(np.float32)
-    out = Resize(spatial_size=shape, mode="area")(torch.from_numpy(masked))
-    return np.asarray(torch.as_tensor(out), dtype=np.float32)
+    poolings = [str(p) for p in _param(params, "volume_pooling")]
+    unknown = sorted(set(poolings) - set(POOLINGS))
+    if unknown or not poolings:
+        raise ValueError(f"volume_pooling {poolings}: expected a non-empty subset of {POOLINGS}")
+    masked = torch.from_numpy(np.where(brainmask[None] > 0, image, 0).astype(np.float32))
+    outputs = []
+    for pooling in poolings:
+        if pooling == "area":
+            out = torch.as_tensor(Resize(spatial_size=shape, mode="area")(masked))
+        elif pooling == "max":
+            out = functional.adaptive_max_pool3d(masked[None], shape)[0]
+        else:
+            out = -functional.adaptive_max_pool3d(-masked[None], shape)[0]
+        outputs.append(out)
+    return np.asarray(torch.cat(outputs), dtype=np.float32)
 
 
 def class_names(patches_dir: str | Path) -> list[str]:
@@ -202,7 +225,7 @@ def extract_patches(
         preprocessed_dir: ``results/preprocessed`` (``{scan}/image.nii.gz`` ...).
         out_dir: ``results/patches`` (replaced atomically).
         params: the ``patches`` config section (``size``, ``per_scan``, ``pos_fraction``,
-            ``volume_shape``).
+            ``volume_shape``, ``volume_pooling``).
         seed: master seed; scan ``s`` uses ``derive_seed(seed, "patches", s)``.
 
     Returns:
@@ -264,6 +287,7 @@ def extract_patches(
         write_json(tmp / META, {
             "seed": seed, "size": size, "per_scan": per_scan, "pos_fraction": pos_fraction,
             "volume_shape": [int(v) for v in _param(params, "volume_shape")],
+            "volume_pooling": [str(v) for v in _param(params, "volume_pooling")],
             "n_channels": n_channels, "n_scans": len(volume_rows), "n_patches": len(index),
             "n_with_lesion": int(index["has_lesion"].sum()),
         })

@@ -36,7 +36,7 @@ def test_segmentation_networks_map_patches_to_two_channel_logits(name: str) -> N
     assert out.shape == (1, 2, 32, 32, 32)
 
 
-@pytest.mark.parametrize("name", ["densenet", "resnet"])
+@pytest.mark.parametrize("name", ["densenet", "resnet", "convnet"])
 def test_classification_networks_map_volumes_to_class_logits(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(cls_params(name), in_channels=2, n_classes=3).eval()
@@ -51,6 +51,29 @@ def test_input_size_checks() -> None:
         check_input_size({"name": "basicunet", "channels": [8, 16, 32]}, [16, 16, 16])
     with pytest.raises(ValueError, match="too small for densenet"):
         check_input_size({"name": "densenet", "width": 8, "depth": 2}, [16, 32, 32])
+
+
+def test_convnet_counts_bright_spots_through_average_pooling() -> None:
+    # conv_classifier ends in [global mean, global max] per channel: with an identity-like first
+    # block the mean grows with the number of bright spots, the max does not. Two spots vs one
+    # spot in an otherwise empty volume must therefore give different pooled features, and the
+    # features do not depend on where the spots are (a shifted copy gives the same output).
+    torch.manual_seed(0)
+    model = build_model(cls_params("convnet"), in_channels=1, n_classes=3).eval()
+    one = torch.zeros(1, 1, 16, 16, 16)
+    one[0, 0, 4, 4, 4] = 5.0
+    two = one.clone()
+    two[0, 0, 10, 10, 10] = 5.0
+    shifted = torch.roll(one, shifts=(2, 2, 2), dims=(2, 3, 4))
+    features = model[:-2]  # up to the pooling, before dropout and the linear layer
+    with torch.no_grad():
+        f1, f2, fs = features(one), features(two), features(shifted)
+    assert f1.shape == (1, 8)  # width 4, depth 1: 4 means + 4 maxima
+    assert not torch.allclose(f1[:, :4], f2[:, :4])
+    torch.testing.assert_close(f1, fs)
+    check_input_size({"name": "convnet", "width": 4, "depth": 2}, [8, 8, 8])
+    with pytest.raises(ValueError, match="too small for convnet of depth 2"):
+        check_input_size({"name": "convnet", "width": 4, "depth": 2}, [8, 6, 8])
 
 
 def test_unknown_network_is_a_clear_error() -> None:

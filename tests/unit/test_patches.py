@@ -156,6 +156,29 @@ def test_classification_volume_and_classes(extracted: tuple[Path, pd.DataFrame, 
     assert np.allclose(torch.as_tensor(out_half).flatten().tolist(), [2.0, 0.0])
 
 
+def test_classification_volume_max_and_min_pooling_keep_small_spots() -> None:
+    # 8^3 brain, channel 0 = 1 everywhere with one bright voxel 9 at (1, 1, 1); channel 1 = 1
+    # with one dark voxel -7 at (6, 6, 6). Cells of a [2, 2, 2] grid are 4^3 = 64 voxels:
+    #   area: cell (0,0,0) of ch0 = (63 + 9) / 64 = 1.125 (the spot washed out), others 1
+    #   max:  ch0 cell (0,0,0) = 9, others 1;  ch1 = 1 everywhere
+    #   min:  ch1 cell (1,1,1) = -7, others 1; ch0 = 1 everywhere
+    img = np.ones((2, 8, 8, 8), np.float32)
+    img[0, 1, 1, 1] = 9.0
+    img[1, 6, 6, 6] = -7.0
+    brain = np.ones((8, 8, 8), np.uint8)
+    out = classification_volume(img, brain, {"volume_shape": [2, 2, 2],
+                                             "volume_pooling": ["area", "max", "min"]})
+    assert out.shape == (6, 2, 2, 2) and out.dtype == np.float32
+    area, mx, mn = out[:2], out[2:4], out[4:]
+    assert area[0, 0, 0, 0] == pytest.approx(1.125) and area[1, 1, 1, 1] == pytest.approx(0.875)
+    assert mx[0, 0, 0, 0] == 9.0 and mx[0].sum() == 9.0 + 7 and np.all(mx[1] == 1.0)
+    assert mn[1, 1, 1, 1] == -7.0 and np.all(mn[0] == 1.0)
+    only_max = classification_volume(img, brain, {"volume_shape": [2, 2, 2], "volume_pooling": ["max"]})
+    np.testing.assert_array_equal(only_max, mx)
+    with pytest.raises(ValueError, match="volume_pooling"):
+        classification_volume(img, brain, {"volume_shape": [2, 2, 2], "volume_pooling": ["median"]})
+
+
 def test_seeded_and_cli(extracted: tuple[Path, pd.DataFrame, dict], tmp_path: Path) -> None:
     root, index, splits = extracted
     manifest_path = tmp_path / "manifest.tsv"
