@@ -44,6 +44,33 @@ def test_n4_recovers_known_bias() -> None:
     assert err_after < 0.6 * err_before
 
 
+def test_tissue_mask_drops_the_dark_part_of_the_head() -> None:
+    # 10 x 10 x 10 head; x < 4: dark shell (value 10, 400 voxels), x >= 4: tissue (1000, 600
+    # voxels); air outside. Otsu inside the head splits 10 | 1000 -> the 600 bright voxels.
+    arr = np.zeros((12, 12, 12), np.float32)
+    arr[1:11, 1:11, 1:11] = 10.0
+    arr[5:11, 1:11, 1:11] = 1000.0
+    head = np.zeros(arr.shape, np.uint8)
+    head[1:11, 1:11, 1:11] = 1
+    img = from_array(arr)
+    out = to_array(intensity.tissue_mask(img, from_array(head, img)))
+    assert out.sum() == 600 and np.all(out[5:11, 1:11, 1:11] == 1)
+    # bright part 600/1000 of the head < min_fraction 0.7 -> the head mask itself
+    fallback = to_array(intensity.tissue_mask(img, from_array(head, img), min_fraction=0.7))
+    np.testing.assert_array_equal(fallback, head)
+
+
+def test_n4_fit_mask_options() -> None:
+    clean = _template(4.0)
+    arr = to_array(clean)
+    biased = from_array(arr * _bias(arr.shape), clean)
+    res = intensity.n4_correct(biased, {"n4_shrink": 2, "n4_fit_mask": "head"})
+    brain = arr > 100
+    assert bias_correlation(to_array(res.bias), _bias(arr.shape), brain) > 0.9
+    with pytest.raises(ValueError, match="unknown n4_fit_mask"):
+        intensity.n4_correct(biased, {"n4_fit_mask": "brain"})
+
+
 @pytest.mark.parametrize("method", ["curvature", "gradient", "median", "gaussian"])
 def test_denoise_raises_psnr(method: str) -> None:
     clean = _template()
