@@ -1,4 +1,5 @@
-"""Image I/O with SimpleITK: reading with clear errors, atomic writing, numpy conversion."""
+"""Image I/O with SimpleITK: reading with clear errors, atomic writing, numpy conversion, and a
+scan's channels (3-D files or one 4-D file, MSD style) and label map."""
 
 from __future__ import annotations
 
@@ -59,3 +60,69 @@ def from_array(arr: np.ndarray, reference: sitk.Image | None = None) -> sitk.Ima
         img.SetSpacing(reference.GetSpacing())
         img.SetDirection(reference.GetDirection())
     return img
+
+
+def _volumes(img: sitk.Image, path: Path) -> list[sitk.Image]:
+    """The 3-D float32 volumes of a 3-D, 4-D or vector image."""
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        if img.GetDimension() != 3:
+            raise ImageError(f"{path}: vector image must be 3-D, got {img.GetDimension()}-D")
+        return [
+            sitk.VectorIndexSelectionCast(img, k, sitk.sitkFloat32)
+            for k in range(img.GetNumberOfComponentsPerPixel())
+        ]
+    if img.GetDimension() == 3:
+        return [sitk.Cast(img, sitk.sitkFloat32)]
+    size = list(img.GetSize())
+    out = []
+    for k in range(size[3]):
+        vol = sitk.Extract(
+            img, size[:3] + [0], [0, 0, 0, k], sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX
+        )
+        out.append(sitk.Cast(vol, sitk.sitkFloat32))
+    return out
+
+
+def load_channels(channels: dict[str, Path]) -> dict[str, sitk.Image]:
+    """Read the channels of a scan as 3-D float32 images, in the order given.
+
+    A 4-D (or vector) file holds several channels (MSD style): when the same file is named by
+    ``n`` channels, the k-th of them takes volume k (``n`` must equal the number of volumes); a
+    4-D file named by a single channel ``c`` yields ``c_0, c_1, ...``.
+
+    Args:
+        channels: channel name -> image path.
+
+    Returns:
+        channel name -> 3-D image.
+
+    Raises:
+        ImageError: unreadable file, or volumes and channel names that do not match.
+    """
+    by_path: dict[Path, list[str]] = {}
+    for name, path in channels.items():
+        by_path.setdefault(Path(path), []).append(name)
+    loaded: dict[str, sitk.Image] = {}
+    for path, names in by_path.items():
+        vols = _volumes(read_image(path), path)
+        if len(vols) == len(names):
+            loaded.update(zip(names, vols, strict=True))
+        elif len(names) == 1:
+            loaded.update({f"{names[0]}_{k}": v for k, v in enumerate(vols)})
+        else:
+            raise ImageError(
+                f"{path}: {len(vols)} volumes but named by {len(names)} channels {names}"
+            )
+    order = [n for name in channels for n in loaded if n == name or n.startswith(f"{name}_")]
+    return {n: loaded[n] for n in dict.fromkeys(order)}
+
+
+def read_label(path: Path) -> sitk.Image:
+    """Read a label map, checking it holds non-negative integers (returned as uint16)."""
+    img = read_image(path)
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageError(f"{path}: a label map must be a 3-D scalar image")
+    arr = sitk.GetArrayViewFromImage(img)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535 or not np.all(np.mod(arr, 1) == 0)):
+        raise ImageError(f"{path}: label values must be integers in [0, 65535]")
+    return sitk.Cast(img, sitk.sitkUInt16)

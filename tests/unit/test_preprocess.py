@@ -12,8 +12,8 @@ import SimpleITK as sitk
 
 from mripipe import registration
 from mripipe.fingerprint import scan_inputs
-from mripipe.imageio import ImageError, read_image, to_array
-from mripipe.preprocess import load_channels, preprocess_scan
+from mripipe.imageio import ImageError, load_channels, read_image, to_array
+from mripipe.preprocess import preprocess_scan
 from mripipe.template import load_template, reference_grid
 
 FAST = {
