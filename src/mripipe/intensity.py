@@ -178,18 +178,13 @@ def denoise(img: sitk.Image, method: str, params: dict[str, Any]) -> sitk.Image:
     img = sitk.Cast(img, sitk.sitkFloat32)
     if method == "none":
         return img
-    if method == "curvature":
-        f = sitk.CurvatureAnisotropicDiffusionImageFilter()
+    if method in ("curvature", "gradient"):
+        f = (sitk.CurvatureAnisotropicDiffusionImageFilter() if method == "curvature"
+             else sitk.GradientAnisotropicDiffusionImageFilter())
         f.SetNumberOfIterations(int(params.get("curvature_iterations", 2)))
         f.SetConductanceParameter(float(params.get("curvature_conductance", 5.0)))
         f.SetTimeStep(DIFFUSION_TIME_STEP)
         return f.Execute(img)
-    if method == "gradient":
-        g = sitk.GradientAnisotropicDiffusionImageFilter()
-        g.SetNumberOfIterations(int(params.get("curvature_iterations", 2)))
-        g.SetConductanceParameter(float(params.get("curvature_conductance", 5.0)))
-        g.SetTimeStep(DIFFUSION_TIME_STEP)
-        return g.Execute(img)
     if method == "gaussian":
         return sitk.SmoothingRecursiveGaussian(
             img, [float(params.get("gaussian_sigma_mm", 0.75))] * 3
