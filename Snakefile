@@ -14,8 +14,8 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
-include: "workflow/rules/split.smk"
-include: "workflow/rules/train.smk"
+include: "workflow/rules/learn.smk"
+include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -37,9 +37,9 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
-from mripipe.imageio import from_array, write_image
-from mripipe.loader import augmentation, segmentation_loader
-from mripipe.patches import extract_patches
+from mripipe.core.imageio import from_array, write_image
+from mripipe.learn.loader import augmentation, segmentation_loader
+from mripipe.learn.patches import extract_patches
 
 SHAPE = (99, 117, 95)
 

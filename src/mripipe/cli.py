@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mripipe.utils import setup_logging
+from mripipe.core.errors import InputError
+from mripipe.core.utils import setup_logging
 
 log = logging.getLogger("mripipe")
 
@@ -39,20 +40,27 @@ def _run(module: str, func: str) -> Callable[[argparse.Namespace], Any]:
         fn = getattr(importlib.import_module(f"mripipe.{module}"), func)
         return fn(ns)
 
+    call.module = f"mripipe.{module}"  # type: ignore[attr-defined]
     return call
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """All subcommands and their arguments."""
-    parser = argparse.ArgumentParser(prog="mripipe", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def command_module(command: str) -> str:
+    """The module a subcommand executes, e.g. ``preprocess`` -> ``mripipe.preprocess.pipeline``."""
+    parser = build_parser()
+    for action in parser._subparsers._group_actions if parser._subparsers else []:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return str(action.choices[command].get_default("func").module)
+    raise KeyError(f"no mripipe subcommand {command!r}")
 
+
+def _data_commands(sub: Any) -> None:
+    """Subcommands of the data stages: phantom, manifest."""
     p = sub.add_parser("phantom", help="generate the built-in phantom BIDS cohort")
     _common(p)
     p.add_argument("--out", required=True, help="BIDS root to create (must not exist yet)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--workers", type=int, default=1)
-    p.set_defaults(func=_run("phantom", "cli_phantom"))
+    p.set_defaults(func=_run("data.phantom", "cli_phantom"))
 
     p = sub.add_parser("manifest", help="index a BIDS dataset into results/manifest.tsv")
     _common(p)
@@ -60,37 +68,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", nargs="+", required=True)
     p.add_argument("--label", required=True, help="derivatives folder with lesion masks")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_run("manifest", "cli_manifest"))
+    p.set_defaults(func=_run("data.manifest", "cli_manifest"))
 
+
+def _preprocess_commands(sub: Any) -> None:
+    """Subcommands of preprocessing: fingerprint, preprocess, qc-table."""
     p = sub.add_parser("fingerprint", help="dataset fingerprint: target spacing (nnU-Net rule)")
     _common(p)
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_run("fingerprint", "cli_fingerprint"))
+    p.set_defaults(func=_run("preprocess.fingerprint", "cli_fingerprint"))
 
     p = sub.add_parser("preprocess", help="preprocess one scan into template space")
     _common(p)
-    p.add_argument("--manifest", required=True)
     p.add_argument("--scan", required=True)
-    p.add_argument("--fingerprint", required=True)
+    p.add_argument("--channel", nargs="+", required=True, metavar="NAME=PATH",
+                   help="the scan's raw channels in order; the first is the reference")
+    p.add_argument("--label", default=None, help="label map on the reference grid")
+    p.add_argument("--truth", default=None, help="the phantom's truth.json (QC against truth)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--spacing", nargs=3, type=float, help="target spacing in mm")
+    target.add_argument("--fingerprint", help="results/fingerprint.json (spacing: auto)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="master seed (registration sampling)")
-    p.set_defaults(func=_run("preprocess", "cli_preprocess"))
+    p.set_defaults(func=_run("preprocess.pipeline", "cli_preprocess"))
 
     p = sub.add_parser("qc-table", help="gather per-scan qc.json into a table and a plot")
     _common(p)
     p.add_argument("--qc", nargs="+", required=True, help="qc.json files")
     p.add_argument("--out", required=True, help="qc.tsv")
     p.add_argument("--plot", required=True, help="summary PNG")
-    p.set_defaults(func=_run("qc", "cli_qc_table"))
+    p.set_defaults(func=_run("preprocess.qc", "cli_qc_table"))
 
+
+def _learn_commands(sub: Any) -> None:
+    """Subcommands of learning: split, patches, search-init, train, select."""
     p = sub.add_parser("split", help="patient-level stratified split with a locked test set")
     _common(p)
     p.add_argument("--manifest", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_run("split", "cli_split"))
+    p.set_defaults(func=_run("learn.split", "cli_split"))
 
     p = sub.add_parser("patches", help="label-balanced patches of the training/validation scans")
     _common(p)
@@ -99,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessed", required=True, help="results/preprocessed")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_run("patches", "cli_patches"))
+    p.set_defaults(func=_run("learn.patches", "cli_patches"))
 
     p = sub.add_parser("search-init", help="create the MLflow parent run of an experiment's search")
     _common(p)
     p.add_argument("--experiment", required=True)
     p.add_argument("--tracking-uri", required=True)
     p.add_argument("--out", required=True, help="results/{experiment}/search.json")
-    p.set_defaults(func=_run("tracking", "cli_search_init"))
+    p.set_defaults(func=_run("track.tracking", "cli_search_init"))
 
     p = sub.add_parser("train", help="train one random-search trial")
     _common(p)
@@ -120,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_run("train", "cli_train"))
+    p.set_defaults(func=_run("learn.train", "cli_train"))
 
     p = sub.add_parser("select", help="pick the best trial on the validation metric only")
     _common(p)
@@ -128,8 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", nargs="+", required=True, help="trial folders")
     p.add_argument("--search", required=True)
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_run("select", "cli_select"))
+    p.set_defaults(func=_run("learn.select", "cli_select"))
 
+
+def _infer_evaluate_commands(sub: Any) -> None:
+    """Subcommands of inference, evaluation and the summary."""
     p = sub.add_parser("predict", help="inference of the selected model on the test scans")
     _common(p)
     p.add_argument("--experiment", required=True)
@@ -141,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patches folder (class names and volume shape for classification)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_run("predict", "cli_predict"))
+    p.set_defaults(func=_run("infer.predict", "cli_predict"))
 
     p = sub.add_parser("evaluate", help="metrics with bootstrap CIs on the test predictions")
     _common(p)
@@ -153,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessed", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_run("evaluate", "cli_evaluate"))
+    p.set_defaults(func=_run("evaluate.evaluation", "cli_evaluate"))
 
     p = sub.add_parser(
         "evaluate-detection", help="lesion-level FROC/AP of any folder of maps against label maps"
@@ -164,17 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--min-iou", type=float, default=0.1)
     p.add_argument("--threshold", type=float, default=None)
-    p.set_defaults(func=_run("detection", "cli_evaluate_detection"))
+    p.set_defaults(func=_run("evaluate.detection", "cli_evaluate_detection"))
 
     p = sub.add_parser("summarise", help="headline metrics of every experiment")
     _common(p)
     p.add_argument("--metrics", nargs="+", required=True, help="results/{experiment}/eval/metrics.json")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_run("summarise", "cli_summarise"))
+    p.set_defaults(func=_run("evaluate.summarise", "cli_summarise"))
 
     p = sub.add_parser("where", help="print where the report, metrics and MLflow runs are")
     p.add_argument("--log", default=None)
-    p.set_defaults(func=_run("summarise", "cli_where"))
+    p.set_defaults(func=_run("evaluate.summarise", "cli_where"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their arguments."""
+    parser = argparse.ArgumentParser(prog="mripipe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _data_commands(sub)
+    _preprocess_commands(sub)
+    _learn_commands(sub)
+    _infer_evaluate_commands(sub)
     return parser
 
 
@@ -184,9 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(ns.log)
     try:
         out = ns.func(ns)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        # Bad input: one clear message naming the file and the problem, no traceback wall.
+    except (InputError, FileNotFoundError) as exc:
+        # Bad input the code recognises on purpose: one line naming the file and the problem.
         log.error("%s", exc)
+        return 1
+    except Exception:
+        # Anything else is a bug or an environment failure: the full traceback, in the log.
+        log.exception("mripipe %s crashed", ns.command)
         return 1
     if isinstance(out, str):  # user-facing output of a command (e.g. `mripipe where`)
         print(out)

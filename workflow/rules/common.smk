@@ -1,18 +1,29 @@
-# Shared names for the rules: the module each rule runs (so edits re-trigger it), the config
-# sections as JSON parameters, and the scan list (known once the manifest checkpoint has run).
+# Shared names for the rules: the source files each `mripipe` command executes (its code inputs,
+# from the import graph), the config sections as JSON parameters, and the scan list (known once
+# the manifest checkpoint has run).
 import json
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-SRC = Path(workflow.basedir) / "src" / "mripipe"
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from mripipe.cli import command_module  # noqa: E402
+from mripipe.core.codegraph import code_files  # noqa: E402
+from mripipe.data.manifest import channel_columns  # noqa: E402
+
 SEED = config["seed"]
 EXPERIMENTS = sorted(config["experiments"])
+SOURCE = config["data"]["source"]
+AUTO_SPACING = config["preprocess"]["spacing"] == "auto"
 
 
-def code(*modules):
-    """The module files a rule runs, as inputs (Snakemake does not see imports change)."""
-    return [str(SRC / f"{m}.py") for m in modules]
+def code(command):
+    """The mripipe source files `mripipe <command>` executes, relative to the working directory
+    (the repository root when run there: a finished run that is moved stays up to date)."""
+    return code_files(["mripipe.cli", command_module(command)], relative_to=Path(os.getcwd()))
 
 
 def section(name):
@@ -20,10 +31,52 @@ def section(name):
     return json.dumps(config.get(name, {}), sort_keys=True)
 
 
-def scans(wildcards=None):
-    """Every scan of the manifest (a checkpoint: the list is known once it has run)."""
+def manifest_table():
+    """The manifest (a checkpoint: readable once it has run)."""
     tsv = checkpoints.manifest.get().output.tsv
-    return sorted(pd.read_csv(tsv, sep="\t", dtype=str)["scan"])
+    return pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+
+
+def scans(wildcards=None):
+    """Every scan of the manifest."""
+    return sorted(manifest_table()["scan"])
+
+
+def scan_row(wildcards):
+    table = manifest_table()
+    rows = table[table["scan"] == wildcards.scan]
+    if rows.empty:
+        raise ValueError(f"results/manifest.tsv: no scan {wildcards.scan!r}")
+    return rows.iloc[0], channel_columns(table)
+
+
+def raw_files(wildcards):
+    """A scan's raw channel, label and truth files: replacing one re-runs that scan only."""
+    row, channels = scan_row(wildcards)
+    files = {f"ch_{c}": row[c] for c in channels if row[c]}
+    files.update({k: row[k] for k in ("label", "truth") if k in row and row[k]})
+    return files
+
+
+def scan_args(wildcards):
+    """`--channel NAME=PATH ... [--label PATH] [--truth PATH]` for `mripipe preprocess`."""
+    row, channels = scan_row(wildcards)
+    args = ["--channel", *(f"{c}={row[c]}" for c in channels if row[c])]
+    for key in ("label", "truth"):
+        if key in row and row[key]:
+            args += [f"--{key}", row[key]]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def spacing_inputs(wildcards):
+    """The fingerprint, only when the target spacing depends on the whole dataset."""
+    return {"fingerprint": "results/fingerprint.json"} if AUTO_SPACING else {}
+
+
+def spacing_args(wildcards):
+    if AUTO_SPACING:
+        return "--fingerprint results/fingerprint.json"
+    return "--spacing " + " ".join(str(float(s)) for s in config["preprocess"]["spacing"])
 
 
 def preprocessed(wildcards=None):

@@ -1,31 +1,4 @@
-# Test-set inference (the only reader of the test split), evaluation, and the summary.
-
-
-rule predict:
-    input:
-        selected="results/{experiment}/selected.json",
-        splits="results/splits.json",
-        manifest="results/manifest.tsv",
-        images=preprocessed,
-        classes="results/patches/classes.json",
-        code=code("predict", "models", "patches", "stats"),
-    output:
-        directory("results/{experiment}/predictions"),
-    params:
-        cfg=section("predict"),
-    log:
-        "logs/{experiment}/predict.log",
-    benchmark:
-        "benchmarks/{experiment}/predict.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=3000,
-    shell:
-        "mripipe predict --experiment {wildcards.experiment} --selected {input.selected} "
-        "--splits {input.splits} --manifest {input.manifest} --preprocessed results/preprocessed "
-        "--patches results/patches --params {params.cfg:q} --threads {threads} --out-dir {output} "
-        "--log {log}"
+# Evaluation of the test predictions and the summary of every experiment.
 
 
 rule evaluate:
@@ -34,7 +7,7 @@ rule evaluate:
         selected="results/{experiment}/selected.json",
         splits="results/splits.json",
         manifest="results/manifest.tsv",
-        code=code("evaluate", "detection", "froc", "stats", "plots", "evaltrack"),
+        code=code("evaluate"),
     output:
         report(
             directory("results/{experiment}/eval"),
@@ -59,7 +32,7 @@ rule evaluate:
 rule summarise:
     input:
         evals=expand("results/{experiment}/eval", experiment=EXPERIMENTS),
-        code=code("summarise", "froc"),
+        code=code("summarise"),
     output:
         json=report("results/summary.json", caption="../report/summary.rst", category="Summary"),
     params:

@@ -20,9 +20,9 @@ rule fingerprint:
 
 rule preprocess:
     input:
-        manifest="results/manifest.tsv",
-        fingerprint="results/fingerprint.json",
-        code=code("preprocess", "registration", "intensity", "qc", "fingerprint"),
+        unpack(raw_files),
+        unpack(spacing_inputs),
+        code=code("preprocess"),
     output:
         image="results/preprocessed/{scan}/image.nii.gz",
         label="results/preprocessed/{scan}/label.nii.gz",
@@ -32,6 +32,8 @@ rule preprocess:
         qc_png="results/preprocessed/{scan}/qc.png",
     params:
         cfg=section("preprocess"),
+        scan=scan_args,
+        spacing=spacing_args,
         out_dir="results/preprocessed/{scan}",
     log:
         "logs/preprocess/{scan}.log",
@@ -41,15 +43,15 @@ rule preprocess:
     resources:
         mem_mb=1500,
     shell:
-        "mripipe preprocess --manifest {input.manifest} --scan {wildcards.scan} "
-        "--fingerprint {input.fingerprint} --params {params.cfg:q} --threads {threads} --seed {SEED} "
+        "mripipe preprocess --scan {wildcards.scan} {params.scan} {params.spacing} "
+        "--params {params.cfg:q} --threads {threads} --seed {SEED} "
         "--out-dir {params.out_dir} --log {log}"
 
 
 rule qc_table:
     input:
         qc=qc_files,
-        code=code("qc"),
+        code=code("qc-table"),
     output:
         tsv="results/preprocessed/qc.tsv",
         plot=report("results/preprocessed/qc.png", caption="../report/qc.rst", category="Preprocessing"),

@@ -1,0 +1,129 @@
+"""Image I/O with SimpleITK: reading with clear errors, atomic writing, numpy conversion, and a
+scan's channels (3-D files or one 4-D file, MSD style) and label map."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from mripipe.core.errors import InputError
+from mripipe.core.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class ImageError(InputError):
+    """An input image that cannot be used; the message names the file and the problem."""
+
+
+def read_image(path: str | Path) -> sitk.Image:
+    """Read a NIfTI/MHA/NRRD image, raising :class:`ImageError` naming the file on failure."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise ImageError(f"{path}: cannot be read as an image ({first})") from None
+    if img.GetDimension() not in (3, 4):
+        raise ImageError(f"{path}: expected a 3-D or 4-D image, got {img.GetDimension()}-D")
+    if any(s <= 0 for s in img.GetSize()):
+        raise ImageError(f"{path}: empty image of size {img.GetSize()}")
+    return img
+
+
+def write_image(img: sitk.Image, path: str | Path, compress: bool = True) -> None:
+    """Write an image atomically (temporary name, then rename)."""
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(img, str(tmp), compress)
+
+
+def to_array(img: sitk.Image) -> np.ndarray:
+    """SimpleITK image -> numpy array in (X, Y, Z) order (or (C, X, Y, Z) for vector images)."""
+    arr = sitk.GetArrayFromImage(img)  # (Z, Y, X) or (Z, Y, X, C)
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        return np.ascontiguousarray(np.moveaxis(arr, -1, 0).transpose(0, 3, 2, 1))
+    return np.ascontiguousarray(arr.transpose(2, 1, 0))
+
+
+def from_array(arr: np.ndarray, reference: sitk.Image | None = None) -> sitk.Image:
+    """numpy (X, Y, Z) or (C, X, Y, Z) array -> SimpleITK image, copying geometry from ``reference``."""
+    if arr.ndim == 4:
+        img = sitk.GetImageFromArray(np.moveaxis(arr.transpose(0, 3, 2, 1), 0, -1), isVector=True)
+    else:
+        img = sitk.GetImageFromArray(arr.transpose(2, 1, 0))
+    if reference is not None:
+        img.SetOrigin(reference.GetOrigin())
+        img.SetSpacing(reference.GetSpacing())
+        img.SetDirection(reference.GetDirection())
+    return img
+
+
+def _volumes(img: sitk.Image, path: Path) -> list[sitk.Image]:
+    """The 3-D float32 volumes of a 3-D, 4-D or vector image."""
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        if img.GetDimension() != 3:
+            raise ImageError(f"{path}: vector image must be 3-D, got {img.GetDimension()}-D")
+        return [
+            sitk.VectorIndexSelectionCast(img, k, sitk.sitkFloat32)
+            for k in range(img.GetNumberOfComponentsPerPixel())
+        ]
+    if img.GetDimension() == 3:
+        return [sitk.Cast(img, sitk.sitkFloat32)]
+    size = list(img.GetSize())
+    out = []
+    for k in range(size[3]):
+        vol = sitk.Extract(
+            img, size[:3] + [0], [0, 0, 0, k], sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX
+        )
+        out.append(sitk.Cast(vol, sitk.sitkFloat32))
+    return out
+
+
+def load_channels(channels: dict[str, Path]) -> dict[str, sitk.Image]:
+    """Read the channels of a scan as 3-D float32 images, in the order given.
+
+    A 4-D (or vector) file holds several channels (MSD style): when the same file is named by
+    ``n`` channels, the k-th of them takes volume k (``n`` must equal the number of volumes); a
+    4-D file named by a single channel ``c`` yields ``c_0, c_1, ...``.
+
+    Args:
+        channels: channel name -> image path.
+
+    Returns:
+        channel name -> 3-D image.
+
+    Raises:
+        ImageError: unreadable file, or volumes and channel names that do not match.
+    """
+    by_path: dict[Path, list[str]] = {}
+    for name, path in channels.items():
+        by_path.setdefault(Path(path), []).append(name)
+    loaded: dict[str, sitk.Image] = {}
+    for path, names in by_path.items():
+        vols = _volumes(read_image(path), path)
+        if len(vols) == len(names):
+            loaded.update(zip(names, vols, strict=True))
+        elif len(names) == 1:
+            loaded.update({f"{names[0]}_{k}": v for k, v in enumerate(vols)})
+        else:
+            raise ImageError(
+                f"{path}: {len(vols)} volumes but named by {len(names)} channels {names}"
+            )
+    order = [n for name in channels for n in loaded if n == name or n.startswith(f"{name}_")]
+    return {n: loaded[n] for n in dict.fromkeys(order)}
+
+
+def read_label(path: Path) -> sitk.Image:
+    """Read a label map, checking it holds non-negative integers (returned as uint16)."""
+    img = read_image(path)
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageError(f"{path}: a label map must be a 3-D scalar image")
+    arr = sitk.GetArrayViewFromImage(img)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535 or not np.all(np.mod(arr, 1) == 0)):
+        raise ImageError(f"{path}: label values must be integers in [0, 65535]")
+    return sitk.Cast(img, sitk.sitkUInt16)

@@ -1,0 +1,102 @@
+"""``results/summary.json`` (headline metrics of every experiment, DVC's metrics file) and
+``mripipe where`` (where the report, the metrics and the MLflow runs are)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mripipe.core.errors import InputError
+from mripipe.core.utils import json_safe, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+HEADLINE: Mapping[str, tuple[str, ...]] = {
+    "segmentation": ("dice", "dice_empty", "hd95_mm", "abs_volume_error_ml", "froc_score", "ap",
+                     "auroc", "sensitivity_at_1_fp", "burden_accuracy", "burden_balanced_accuracy"),
+    "classification": ("accuracy", "balanced_accuracy", "auroc_macro"),
+}
+REPORT = "results/report.html"
+SUMMARY = "results/summary.json"
+TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline values of one ``metrics.json`` with their 95 % CI bounds.
+
+    Returns:
+        ``{metric: value, metric_ci95_low: ..., metric_ci95_high: ..., "n_scans": ...}`` for the
+        task's headline metrics that are present (None where undefined on the test set).
+    """
+    task = str(metrics.get("task", ""))
+    if task not in HEADLINE:
+        raise InputError(f"unknown task {task!r} (expected {sorted(HEADLINE)})")
+    ci = metrics.get("ci95", {})
+    out: dict[str, Any] = {"task": task}
+    for key in HEADLINE[task]:
+        if key not in metrics:
+            continue
+        out[key] = metrics[key]
+        if key in ci:
+            out[f"{key}_ci95_low"], out[f"{key}_ci95_high"] = ci[key]
+    for key in ("n_scans", "n_subjects", "n_lesions"):
+        if key in metrics:
+            out[key] = metrics[key]
+    return out
+
+
+def summarise(metrics_paths: Sequence[Path], out: Path) -> dict[str, dict[str, Any]]:
+    """Gather the headline metrics of every experiment into one JSON file.
+
+    Args:
+        metrics_paths: ``results/{experiment}/eval/metrics.json`` files; the experiment is the
+            name of the folder above ``eval/``.
+        out: ``results/summary.json``.
+
+    Returns:
+        ``{experiment: {metric: value, ...}}`` as written.
+    """
+    summary: dict[str, dict[str, Any]] = {}
+    for path in map(Path, metrics_paths):
+        metrics = read_json(path)
+        if not isinstance(metrics, dict):
+            raise InputError(f"{path}: expected a JSON object")
+        try:
+            summary[path.parent.parent.name] = headline(metrics)
+        except ValueError as exc:
+            raise InputError(f"{path}: {exc}") from None
+    write_json(out, json_safe(summary))
+    log.info("headline metrics of %d experiments -> %s", len(summary), out)
+    return summary
+
+
+def cli_summarise(ns: argparse.Namespace) -> None:
+    """Adapter for ``mripipe summarise``."""
+    summarise([Path(p) for p in ns.metrics], Path(ns.out))
+
+
+def where(root: Path) -> list[str]:
+    """Lines saying where the report, the metrics and the MLflow runs are (and whether they exist).
+
+    Args:
+        root: the working directory of the pipeline.
+    """
+    def state(path: Path) -> str:
+        return "" if path.exists() else "  (not yet: run `make run`)"
+
+    report, summary, db = root / REPORT, root / SUMMARY, root / "mlflow.db"
+    return [
+        f"report:  {report}{state(report)}",
+        f"metrics: {summary}{state(summary)}",
+        f"MLflow:  {db}{state(db)}",
+        f"         mlflow ui --backend-store-uri {TRACKING_URI} --host 127.0.0.1 --port 5000"
+        "   (or `make ui`), then open http://127.0.0.1:5000",
+    ]
+
+
+def cli_where(ns: argparse.Namespace) -> str:
+    """Adapter for ``mripipe where``: the locations, as text for the CLI to print."""
+    return "\n".join(where(Path.cwd()))

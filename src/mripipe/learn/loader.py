@@ -1,0 +1,326 @@
+"""Training data loaders over the stored patches and classification volumes.
+
+``mripipe patches`` writes compact arrays (see :mod:`mripipe.learn.patches`); this module serves them
+to training with on-the-fly MONAI augmentation:
+
+- :func:`segmentation_loader`: batches ``{"image": float32 (B, C, px, py, pz),
+  "label": float32 (B, 1, px, py, pz) in {0, 1}}``.
+- :func:`classification_loader`: batches ``{"image": float32 (B, C, x, y, z),
+  "label": int64 (B,)}`` (class ids index :func:`mripipe.learn.patches.class_names`).
+- :func:`class_weights`: inverse-frequency weights for a cross-entropy loss.
+
+Arrays are opened memory-mapped (``np.load(..., mmap_mode="r")``) lazily in each process, so
+DataLoader workers share the page cache instead of copying whole files.
+
+Reproducibility: a loader is built per ``(seed, epoch)``. Shuffling uses a ``torch.Generator``
+seeded from ``(seed, "shuffle", epoch)``; each item's augmentation draws from one random stream
+(shared by the MONAI transforms through ``set_random_state(state=...)``) re-seeded from
+``(seed, "augment", epoch, item index)``, so an epoch replays identically whatever the number of
+workers (workers are seeded too, through ``worker_init_fn``, for any other randomness).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import get_track_meta, set_track_meta
+from monai.transforms import (
+    Compose,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    Randomizable,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from torch.utils.data import DataLoader, Dataset
+
+from mripipe.core.errors import InputError
+from mripipe.core.utils import derive_seed
+from mripipe.learn.patches import INDEX, VOLUMES, class_names
+
+log = logging.getLogger(__name__)
+
+def augmentation(augment: float, keys: Sequence[str], label_key: str | None = None) -> Compose:
+    """The on-the-fly augmentation shared by the loaders and the benchmark baseline.
+
+    Random flips on every axis, a small affine (rotation up to ~0.1 rad, scaling up to 10 %),
+    intensity shift and scale, and Gaussian noise. Probabilities and magnitudes scale linearly
+    with ``augment``. Spatial transforms also move ``label_key`` (nearest interpolation); the
+    intensity transforms touch the image keys only.
+
+    Args:
+        augment: strength in [0, 1]; 0 gives an empty (identity) pipeline.
+        keys: image keys of the item dict, arrays ``(C, X, Y, Z)``.
+        label_key: label key moved with the image, ``(1, X, Y, Z)``; ``None`` for none.
+
+    Returns:
+        A MONAI ``Compose`` of dictionary transforms (call ``set_random_state`` to seed it).
+    """
+    if not 0.0 <= augment <= 1.0:
+        raise InputError(f"augment must be in [0, 1], got {augment}")
+    if augment == 0.0:
+        return Compose([])
+    image_keys = list(keys)
+    spatial_keys = image_keys + ([label_key] if label_key else [])
+    modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key else [])
+    p = 0.5 * augment
+    rot = 0.1 * augment
+    return Compose(
+        [
+            *(RandFlipd(keys=spatial_keys, prob=p, spatial_axis=axis) for axis in range(3)),
+            RandAffined(
+                keys=spatial_keys,
+                prob=p,
+                rotate_range=(rot, rot, rot),
+                scale_range=(0.1 * augment,) * 3,
+                mode=modes,
+                padding_mode="zeros",
+            ),
+            RandShiftIntensityd(keys=image_keys, offsets=0.1 * augment, prob=p),
+            RandScaleIntensityd(keys=image_keys, factors=0.1 * augment, prob=p),
+            RandGaussianNoised(keys=image_keys, prob=p, mean=0.0, std=0.05 * augment),
+        ]
+    )
+
+
+def _read_table(patches_dir: Path, name: str) -> pd.DataFrame:
+    path = patches_dir / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found (run `mripipe patches` first)")
+    return pd.read_csv(path, sep="\t", dtype={"scan": str, "subject": str, "class": str})
+
+
+def _select(table: pd.DataFrame, subjects: Sequence[str], path: Path) -> pd.DataFrame:
+    wanted = set(subjects)
+    missing = sorted(wanted - set(table["subject"]))
+    if missing:
+        raise InputError(f"{path}: no items for subjects {missing[:5]} (not train/val subjects?)")
+    out = table[table["subject"].isin(wanted)]
+    return out.sort_values(["scan", "row"] if "row" in out else ["scan"]).reset_index(drop=True)
+
+
+class _ArrayCache:
+    """Per-process cache of memory-mapped ``.npy`` files (opened lazily, never pickled open)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._maps: dict[str, np.ndarray] = {}
+
+    def get(self, name: str) -> np.ndarray:
+        arr = self._maps.get(name)
+        if arr is None:
+            arr = np.load(self.root / name, mmap_mode="r")
+            self._maps[name] = arr
+        return arr
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "_maps": {}}
+
+
+class _AugmentedDataset(Dataset[dict[str, torch.Tensor]]):
+    """Items read from memory-mapped arrays, augmented with a per-item seed."""
+
+    def __init__(self, root: Path, seed: int, epoch: int, augment: float, has_label: bool) -> None:
+        self.cache = _ArrayCache(root)
+        self.seed = seed
+        self.epoch = epoch
+        self.transform = augmentation(augment, ["image"], "label" if has_label else None)
+        self.active = augment > 0.0
+        # One random stream shared by every transform, re-seeded per item: as reproducible as
+        # seeding each transform, without building a dozen RandomState objects per patch.
+        self.state = np.random.RandomState(derive_seed(seed, "augment", epoch))
+        for t in self.transform.transforms:
+            if isinstance(t, Randomizable):
+                t.set_random_state(state=self.state)
+
+    def _augment(self, item: dict[str, Any], index: int) -> dict[str, Any]:
+        if not self.active:
+            return item
+        self.state.seed(derive_seed(self.seed, "augment", self.epoch, index))
+        # Plain tensors in, plain tensors out: MetaTensor bookkeeping would double the cost.
+        previous = get_track_meta()
+        set_track_meta(False)
+        try:
+            return self.transform(item)  # type: ignore[no-any-return]
+        finally:
+            set_track_meta(previous)
+
+
+class PatchDataset(_AugmentedDataset):
+    """Segmentation patches listed in ``index.tsv`` (one row per patch)."""
+
+    def __init__(
+        self, root: Path, table: pd.DataFrame, seed: int, epoch: int, augment: float
+    ) -> None:
+        super().__init__(root, seed, epoch, augment, has_label=True)
+        self.files = table["file"].to_numpy(dtype=str)
+        self.label_files = table["label_file"].to_numpy(dtype=str)
+        self.rows = table["row"].to_numpy(dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = int(self.rows[index])
+        image = np.asarray(self.cache.get(self.files[index])[row], dtype=np.float32)
+        label = np.asarray(self.cache.get(self.label_files[index])[row], dtype=np.float32)
+        item = self._augment({"image": torch.from_numpy(image), "label": torch.from_numpy(label)}, index)
+        return {
+            "image": torch.as_tensor(item["image"], dtype=torch.float32).as_subclass(torch.Tensor),
+            "label": torch.as_tensor(item["label"], dtype=torch.float32).as_subclass(torch.Tensor),
+        }
+
+
+class VolumeDataset(_AugmentedDataset):
+    """Whole downsampled volumes listed in ``volumes.tsv`` (one row per scan)."""
+
+    def __init__(
+        self, root: Path, table: pd.DataFrame, seed: int, epoch: int, augment: float
+    ) -> None:
+        super().__init__(root, seed, epoch, augment, has_label=False)
+        self.files = table["file"].to_numpy(dtype=str)
+        self.class_ids = table["class_id"].to_numpy(dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image = np.asarray(self.cache.get(self.files[index]), dtype=np.float32)
+        item = self._augment({"image": torch.from_numpy(image)}, index)
+        return {
+            "image": torch.as_tensor(item["image"], dtype=torch.float32).as_subclass(torch.Tensor),
+            "label": torch.tensor(self.class_ids[index], dtype=torch.int64),
+        }
+
+
+def _worker_init(seed: int, epoch: int) -> Any:
+    def init(worker_id: int) -> None:
+        s = derive_seed(seed, "worker", epoch, worker_id)
+        np.random.seed(s)
+        torch.manual_seed(s)
+        torch.set_num_threads(1)
+
+    return init
+
+
+def _make_loader(
+    dataset: Dataset[dict[str, torch.Tensor]],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    num_workers: int,
+    shuffle: bool,
+) -> DataLoader[dict[str, torch.Tensor]]:
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    generator = torch.Generator()
+    generator.manual_seed(derive_seed(seed, "shuffle", epoch))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=generator,
+        worker_init_fn=_worker_init(seed, epoch) if num_workers > 0 else None,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
+
+def segmentation_loader(
+    patches_dir: str | Path,
+    subjects: list[str],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    augment: float = 1.0,
+    num_workers: int = 0,
+    shuffle: bool = True,
+) -> DataLoader[dict[str, torch.Tensor]]:
+    """A loader over the segmentation patches of ``subjects``.
+
+    Args:
+        patches_dir: ``results/patches``.
+        subjects: subjects whose patches to serve (e.g. a fold's ``train`` list).
+        batch_size: patches per batch.
+        seed: master seed; with ``epoch`` it fixes shuffling and augmentation.
+        epoch: epoch number (a new loader per epoch replays that epoch identically).
+        augment: augmentation strength in [0, 1]; 0 for none (validation).
+        num_workers: DataLoader worker processes.
+        shuffle: shuffle the patches (seeded).
+
+    Returns:
+        DataLoader of ``{"image": float32 (B, C, px, py, pz), "label": float32 (B, 1, px, py, pz)}``.
+    """
+    root = Path(patches_dir)
+    table = _select(_read_table(root, INDEX), subjects, root / INDEX)
+    dataset = PatchDataset(root, table, seed, epoch, augment)
+    log.debug("segmentation loader: %d patches of %d subjects", len(dataset), len(set(subjects)))
+    return _make_loader(dataset, batch_size, seed, epoch, num_workers, shuffle)
+
+
+def _class_table(root: Path, subjects: Sequence[str]) -> pd.DataFrame:
+    table = _select(_read_table(root, VOLUMES), subjects, root / VOLUMES)
+    unknown = table[table["class_id"] < 0]
+    if len(unknown):
+        raise InputError(
+            f"{root / VOLUMES}: subjects without a class: {sorted(set(unknown['subject']))[:5]}"
+        )
+    return table
+
+
+def classification_loader(
+    patches_dir: str | Path,
+    subjects: list[str],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    augment: float = 1.0,
+    num_workers: int = 0,
+    shuffle: bool = True,
+) -> DataLoader[dict[str, torch.Tensor]]:
+    """A loader over the whole downsampled volumes of ``subjects`` (one item per scan).
+
+    Args:
+        patches_dir: ``results/patches``.
+        subjects: subjects whose scans to serve; each scan carries its subject's class.
+        batch_size: volumes per batch.
+        seed: master seed; with ``epoch`` it fixes shuffling and augmentation.
+        epoch: epoch number.
+        augment: augmentation strength in [0, 1]; 0 for none.
+        num_workers: DataLoader worker processes.
+        shuffle: shuffle the volumes (seeded).
+
+    Returns:
+        DataLoader of ``{"image": float32 (B, C, x, y, z), "label": int64 (B,)}``.
+    """
+    root = Path(patches_dir)
+    dataset = VolumeDataset(root, _class_table(root, subjects), seed, epoch, augment)
+    return _make_loader(dataset, batch_size, seed, epoch, num_workers, shuffle)
+
+
+def class_weights(patches_dir: str | Path, subjects: list[str]) -> torch.Tensor:
+    """Inverse-frequency class weights over the scans of ``subjects``, for cross-entropy.
+
+    ``w_k = N / (K * n_k)`` with ``N`` scans, ``K`` classes (all classes of
+    :func:`mripipe.learn.patches.class_names`) and ``n_k`` scans of class ``k``; a class absent from
+    ``subjects`` gets weight 0 (it never occurs as a target).
+
+    Returns:
+        float32 tensor of shape ``(K,)``.
+    """
+    root = Path(patches_dir)
+    n_classes = len(class_names(root))
+    ids = _class_table(root, subjects)["class_id"].to_numpy(dtype=np.int64)
+    counts = np.bincount(ids, minlength=n_classes).astype(np.float64)
+    weights = np.zeros(n_classes, dtype=np.float64)
+    present = counts > 0
+    weights[present] = counts.sum() / (n_classes * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)

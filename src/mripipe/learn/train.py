@@ -1,0 +1,247 @@
+"""Train one random-search trial: resolve its parameters, build data, model, loss and validation,
+run :func:`mripipe.learn.trainer.fit` on an allocated device and track it as a nested MLflow run.
+
+Outputs (``out_dir`` = ``results/{experiment}/trials/{trial}``): ``params.json``,
+``checkpoint.pt`` (best), ``last.pt`` (resume state), ``history.tsv``, ``val_metrics.json``,
+``history.png``. A killed job rerun with the same arguments resumes from ``last.pt`` and
+continues the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from mripipe.core.devices import allocate
+from mripipe.core.errors import InputError
+from mripipe.core.splits import load_splits
+from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
+from mripipe.learn.networks import build_model, check_input_size
+from mripipe.learn.search import METRICS, default_metric, flatten, resolve_params, trial_index
+from mripipe.learn.trainer import FitResult, fit, seed_everything
+from mripipe.learn.validators import (
+    classification_validator,
+    load_val_scans,
+    segmentation_validator,
+)
+from mripipe.track import tracking
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+def make_loss(params: dict[str, Any], weights: torch.Tensor | None = None) -> nn.Module:
+    """The trial's loss: DiceCE / DiceFocal (segmentation, softmax over 2 channels, label
+    ``(B, 1, X, Y, Z)``) or class-weighted cross-entropy (classification, label ``(B,)``)."""
+    from monai.losses import DiceCELoss, DiceFocalLoss
+
+    name = params["loss"]["name"]
+    if params["task"] == "segmentation":
+        if name == "dice_ce":
+            return DiceCELoss(to_onehot_y=True, softmax=True)
+        if name == "dice_focal":
+            return DiceFocalLoss(to_onehot_y=True, softmax=True)
+        raise InputError(f"unknown segmentation loss {name!r}; expected dice_ce or dice_focal")
+    if name != "cross_entropy":
+        raise InputError(f"unknown classification loss {name!r}; expected cross_entropy")
+    smoothing = float(params["loss"].get("label_smoothing", 0.0))
+    return nn.CrossEntropyLoss(weight=weights, label_smoothing=smoothing)
+
+
+def plot_history(history: Sequence[dict[str, float]], metric: str, path: str | Path) -> None:
+    """Loss curves and the validation metric per epoch, as a PNG (written atomically)."""
+    table = pd.DataFrame(list(history))
+    fig = Figure(figsize=(9, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(table["epoch"], table["train_loss"], "o-", label="train")
+    val = table.dropna(subset=["val_loss"])
+    ax1.plot(val["epoch"], val["val_loss"], "s-", label="validation")
+    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax1.legend()
+    ax2.plot(val["epoch"], val[metric], "s-", color="C2")
+    ax2.set(xlabel="epoch", ylabel=metric, title=metric, ylim=(0, 1))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+
+
+@contextlib.contextmanager
+def torch_settings(device: torch.device, threads: int) -> Iterator[None]:
+    """CPU threads and determinism for one trial, restored afterwards.
+
+    On CPU, deterministic algorithms make the same seed give a bit-identical history; on CUDA,
+    cuDNN autotuning is preferred for speed.
+    """
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(device.type == "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def _data(
+    task: str, p: dict[str, Any], patches: Path, manifest: Path, preprocessed: Path,
+    train: list[str], val: list[str], seed: int, workers: int, device: torch.device,
+) -> tuple[Callable[[int], Iterable[Batch]], int, Batch, Any, dict[str, Any]]:
+    """Training batches per epoch, steps per epoch, a first batch, validation input and meta."""
+    from mripipe.learn import loader
+    from mripipe.learn.patches import class_names
+
+    tr = p["training"]
+    make = loader.segmentation_loader if task == "segmentation" else loader.classification_loader
+    bs, aug = int(tr["batch_size"]), float(tr["augment"])
+
+    def batches(epoch: int) -> Iterable[Batch]:
+        return make(patches, train, bs, seed, epoch, augment=aug, num_workers=workers)
+
+    first_loader = make(patches, train, bs, seed, 0, augment=0.0, num_workers=0, shuffle=False)
+    cap = int(tr["batches_per_epoch"])
+    steps = min(len(first_loader), cap) if cap > 0 else len(first_loader)
+    first = next(iter(first_loader))
+    meta: dict[str, Any] = {"in_channels": int(first["image"].shape[1])}
+    if task == "segmentation":
+        meta |= {"n_classes": 2, "class_names": ["background", "lesion"],
+                 "roi_size": [int(s) for s in first["image"].shape[2:]]}
+        val_input: Any = load_val_scans(manifest, preprocessed, val, int(tr["val_max_scans"]))
+    else:
+        names = class_names(patches)
+        meta |= {"n_classes": len(names), "class_names": names,
+                 "roi_size": [int(s) for s in first["image"].shape[2:]]}
+
+        def val_batches() -> Iterable[Batch]:
+            return loader.classification_loader(patches, val, bs, seed, 0, augment=0.0, shuffle=False)
+
+        weights = loader.class_weights(patches, train).to(device)
+        val_input = (val_batches, weights)
+    return batches, steps, first, val_input, meta
+
+
+def train_trial(
+    experiment: str,
+    trial: str,
+    patches_dir: str | Path,
+    splits_path: str | Path,
+    preprocessed_dir: str | Path,
+    manifest_path: str | Path,
+    search_path: str | Path,
+    seed: int,
+    params: dict[str, Any],
+    out_dir: str | Path,
+    threads: int = 1,
+    lock_dir: str | Path = ".mripipe/gpu-locks",
+    devices: Sequence[str] | None = None,
+) -> FitResult:
+    """Train trial ``trial`` of ``experiment`` and track it in MLflow.
+
+    Args:
+        experiment: experiment name (``lesion_seg``).
+        trial: ``trial-000``, ...; its index selects the sampled parameters.
+        patches_dir: ``results/patches`` (read through :mod:`mripipe.learn.loader`).
+        splits_path: ``results/splits.json`` (read with role ``train``; fold ``params["fold"]``,
+            default 0).
+        preprocessed_dir: ``results/preprocessed`` (whole validation scans, segmentation).
+        manifest_path: ``results/manifest.tsv`` (scans of the validation subjects).
+        search_path: ``results/{experiment}/search.json`` (MLflow experiment, parent run, URI).
+        seed: master seed; the trial uses ``derive_seed(seed, "train", experiment, trial)``.
+        params: the experiment's config section.
+        out_dir: the trial folder.
+        threads: CPU threads for torch.
+        lock_dir: GPU lock folder (see :mod:`mripipe.core.devices`).
+        devices: device names for allocation (default: the visible CUDA devices).
+
+    Returns:
+        The :class:`~mripipe.learn.trainer.FitResult`.
+    """
+    out = Path(out_dir)
+    p = resolve_params(params, trial_index(trial))
+    task = p["task"]
+    metric = str((params.get("search") or {}).get("metric") or default_metric(task))
+    if metric not in METRICS[task]:
+        raise InputError(f"search.metric {metric!r} is not produced by {task}; use {METRICS[task]}")
+    write_json(out / "params.json", p)
+    splits = load_splits(splits_path, role="train")
+    fold = int(params.get("fold", 0))
+    if not 0 <= fold < len(splits["folds"]):
+        raise InputError(f"{splits_path}: fold {fold} requested, {len(splits['folds'])} available")
+    train, val = list(splits["folds"][fold]["train"]), list(splits["folds"][fold]["val"])
+    search = read_json(search_path)
+    trial_seed = derive_seed(seed, "train", experiment, trial)
+    with allocate(lock_dir, devices) as slot, torch_settings(torch.device(slot.device), threads):
+        device = torch.device(slot.device)
+        workers = max(0, threads - 1) if device.type == "cuda" else 0
+        batches, steps, _, val_input, meta = _data(
+            task, p, Path(patches_dir), Path(manifest_path), Path(preprocessed_dir),
+            train, val, trial_seed, workers, device,
+        )
+        tr = p["training"]
+        amp = bool(tr["amp"])
+        if task == "segmentation":
+            loss = make_loss(p).to(device)
+            validate = segmentation_validator(val_input, loss, meta["roi_size"],
+                                              int(tr["sw_batch_size"]), float(tr["sw_overlap"]), amp)
+        else:
+            val_batches, weights = val_input
+            loss = make_loss(p, weights).to(device)
+            validate = classification_validator(val_batches, loss, amp)
+        check_input_size(p["network"], meta["roi_size"])
+        seed_everything(derive_seed(trial_seed, "init"))
+        model = build_model(p, meta["in_channels"], meta["n_classes"]).to(device)
+
+        c = tracking.client(search["tracking_uri"])
+        tags = {
+            "task": task,
+            "device": slot.device,
+            "config_hash": tracking.config_hash(params),
+            "data_hash": tracking.data_hash([splits_path, Path(patches_dir) / "index.tsv"]),
+        }
+        commit = tracking.git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        run_id = tracking.open_trial_run(c, search, trial, flatten(p), tags)
+
+        def on_epoch(row: dict[str, float]) -> None:
+            step = int(row["epoch"])
+            tracking.log_epoch(c, run_id, {k: v for k, v in row.items() if k != "epoch"}, step)
+
+        meta |= {"experiment": experiment, "trial": trial, "mlflow_run_id": run_id,
+                 "task": task, "fold": fold, "data_hash": tags["data_hash"]}
+        log.info("%s/%s on %s: %s, %d steps/epoch, %d train / %d val subjects", experiment,
+                 trial, slot.device, p["network"]["name"], steps, len(train), len(val))
+        try:
+            result = fit(model, loss, batches, steps, validate, p, metric, out, device, meta, on_epoch)
+        except BaseException:
+            tracking.finish_run(c, run_id, status="FAILED")
+            raise
+    plot_history(result.history, metric, out / "history.png")
+    best = {f"best_{k}": v for k, v in result.best.items() if not math.isnan(v)}
+    tracking.log_epoch(c, run_id, best | {"best_epoch": float(result.best_epoch)}, result.best_epoch)
+    tracking.finish_run(c, run_id, [out / "params.json", out / "history.png",
+                                    out / "history.tsv", out / "val_metrics.json"])
+    log.info("%s/%s: best %s=%.4f at epoch %d (%d epochs run)", experiment, trial, metric,
+             result.best.get(metric, math.nan), result.best_epoch, len(result.history))
+    return result
+
+
+def cli_train(ns: argparse.Namespace) -> None:
+    """Adapter for ``mripipe train``."""
+    train_trial(
+        ns.experiment, ns.trial, ns.patches, ns.splits, ns.preprocessed, ns.manifest, ns.search,
+        ns.seed, ns.params, ns.out_dir, ns.threads, lock_dir=Path.cwd() / ".mripipe" / "gpu-locks",
+    )

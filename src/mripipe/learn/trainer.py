@@ -1,0 +1,313 @@
+"""The training loop: optimiser, warm-up + decay schedule, AMP, early stopping, checkpoints and
+exact resumption from ``last.pt``.
+
+``fit`` knows nothing about files other than its output folder: data come from a callable
+returning the batches of an epoch and validation from a callable scoring the model, so unit
+tests drive it with small synthetic tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mripipe.core.errors import InputError
+from mripipe.core.utils import atomic_path, interactive, write_json
+from mripipe.learn.networks import autocast
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        history: one row per epoch (``epoch``, ``train_loss``, ``val_loss``, metric, ``lr``).
+        best_epoch: 1-based epoch of the best validation metric.
+        best: validation metrics of the best epoch.
+        resumed_from: completed epochs found in ``last.pt`` (0 for a fresh start).
+        stopped_early: early stopping ended the run before ``epochs``.
+    """
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best: dict[str, float] = field(default_factory=dict)
+    resumed_from: int = 0
+    stopped_early: bool = False
+
+
+def make_optimizer(model: nn.Module, opt: dict[str, Any]) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD with (Nesterov) momentum from ``params["optimizer"]``."""
+    name, lr, wd = opt["name"], float(opt["lr"]), float(opt["weight_decay"])
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    if name == "sgd":
+        momentum = float(opt.get("momentum", 0.9))
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=momentum > 0
+        )
+    raise InputError(f"unknown optimizer {name!r}; expected adam, adamw or sgd")
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str, power: float, floor: float) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` (0-based).
+
+    Linear warm-up from ``1/warmup`` to 1 over ``warmup`` steps, then cosine or polynomial
+    decay from 1 to ``floor`` at ``total`` steps (``constant`` keeps 1).
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "cosine":
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "poly":
+        return floor + (1.0 - floor) * (1.0 - progress) ** power
+    raise InputError(f"unknown scheduler {kind!r}; expected cosine, poly or constant")
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, training: dict[str, Any], steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warm-up + decay schedule from ``params["training"]``."""
+    total = int(training["epochs"]) * steps_per_epoch
+    warmup = int(training["warmup_epochs"]) * steps_per_epoch
+    kind, power = str(training["scheduler"]), float(training["poly_power"])
+    floor = float(training["min_lr_ratio"])
+    lr_factor(warmup, total, warmup, kind, power, floor)  # fail early on a bad scheduler name
+
+    def factor(step: int) -> float:
+        return lr_factor(step, total, warmup, kind, power, floor)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy's and Python's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                  int(has_gauss), float(cached)],
+        "python": [random.getstate()[0], list(random.getstate()[1])],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate((state["python"][0], tuple(state["python"][1]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_torch(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary name, then rename (a kill never leaves half a file)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def write_history(rows: list[dict[str, float]], path: Path) -> None:
+    """history.tsv, atomically; floats as Python's shortest exact repr (exact round trip)."""
+    table = pd.DataFrame(rows)
+    table["epoch"] = table["epoch"].astype(int)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+
+
+def train_step(
+    model: nn.Module,
+    batch: Batch,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp: bool,
+) -> torch.Tensor:
+    """One optimiser step on a batch (moved to ``device`` without blocking); AMP on CUDA.
+
+    Returns:
+        The detached loss on ``device`` (no host synchronisation).
+    """
+    x = batch["image"].to(device, non_blocking=True)
+    y = batch["label"].to(device, non_blocking=True)
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    train_batches: Callable[[int], Iterable[Batch]],
+    steps_per_epoch: int,
+    validate: Callable[[nn.Module], dict[str, float]],
+    params: dict[str, Any],
+    metric: str,
+    out_dir: str | Path,
+    device: torch.device,
+    meta: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train with early stopping; write ``last.pt``, ``checkpoint.pt``, ``history.tsv`` and
+    ``val_metrics.json`` into ``out_dir``; resume from ``last.pt`` when it matches ``params``.
+
+    Args:
+        model: the network, already initialised (seeded) and on ``device``.
+        loss_fn: ``(logits, label) -> scalar`` loss.
+        train_batches: epoch (0-based) -> iterable of ``{"image": (B, C, X, Y, Z), "label": ...}``;
+            at most ``steps_per_epoch`` batches are taken.
+        steps_per_epoch: optimiser steps per epoch.
+        validate: model (eval mode) -> ``{"val_loss": float, metric: float, ...}``.
+        params: resolved trial parameters (``optimizer``, ``training`` are used; all are saved).
+        metric: validation metric to maximise (e.g. ``val_dice``).
+        out_dir: the trial folder.
+        device: training device; CUDA enables AMP when ``training.amp``.
+        meta: extra checkpoint entries (task, in_channels, n_classes, roi_size, ...).
+        on_epoch: called with each history row (e.g. MLflow logging).
+
+    Returns:
+        A :class:`FitResult`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tr = params["training"]
+    epochs, patience = int(tr["epochs"]), int(tr["patience"])
+    val_every = max(1, int(tr["val_every"]))
+    amp = bool(tr.get("amp", True)) and device.type == "cuda"
+    optimizer = make_optimizer(model, params["optimizer"])
+    scheduler = make_scheduler(optimizer, tr, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    meta = dict(meta or {})
+
+    history: list[dict[str, float]] = []
+    start, best_epoch, best_value = 0, 0, -math.inf
+    best: dict[str, float] = {}
+    best_state = _cpu_state(model)
+    done = False
+    last_path = out_dir / "last.pt"
+    if last_path.exists():
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        # Resume only an interrupted attempt on the same parameters and data. A finished trial
+        # that Snakemake runs again does so because an input changed: it trains afresh.
+        same_data = state.get("meta", {}).get("data_hash") == (meta or {}).get("data_hash")
+        if state.get("params") == params and same_data and not state.get("done"):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"])
+            start, history = int(state["epoch"]), list(state["history"])
+            best_epoch, best_value = int(state["best_epoch"]), float(state["best_value"])
+            best, best_state, done = dict(state["best"]), state["best_model"], bool(state["done"])
+            log.info("%s: resuming at epoch %d/%d from %s", out_dir.name, start + 1, epochs, last_path)
+        else:
+            log.warning("%s: finished, or its parameters or data changed; starting afresh", last_path)
+    resumed_from = start
+
+    epoch = start
+    while not done and epoch < epochs:
+        t0 = time.perf_counter()
+        model.train()
+        total = torch.zeros((), device=device)
+        n = 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                   disable=not interactive())
+        for batch in train_batches(epoch):
+            total += train_step(model, batch, loss_fn, optimizer, scaler, device, amp)
+            scheduler.step()
+            n += 1
+            bar.update()
+            if n >= steps_per_epoch:
+                break
+        bar.close()
+        if n == 0:
+            raise InputError(f"{out_dir}: the training loader yielded no batch")
+        row: dict[str, float] = {
+            "epoch": float(epoch + 1),
+            "train_loss": float(total.item()) / n,
+            "val_loss": math.nan,
+            metric: math.nan,
+            "lr": float(optimizer.param_groups[0]["lr"]),
+        }
+        last_epoch = epoch + 1 == epochs
+        if (epoch + 1) % val_every == 0 or last_epoch:
+            model.eval()
+            scores = validate(model)
+            row["val_loss"], row[metric] = float(scores["val_loss"]), float(scores[metric])
+            if row[metric] > best_value:
+                best_value, best_epoch, best = row[metric], epoch + 1, dict(scores)
+                best_state = _cpu_state(model)
+                save_torch({"model": best_state, "params": params, "epoch": best_epoch,
+                            "metric": metric, "value": best_value, **meta},
+                           out_dir / "checkpoint.pt")
+            elif epoch + 1 - best_epoch >= patience:
+                done = True
+                log.info("early stopping at epoch %d (best %s=%.4f at epoch %d)",
+                         epoch + 1, metric, best_value, best_epoch)
+        history.append(row)
+        epoch += 1
+        done = done or epoch >= epochs
+        if on_epoch is not None:  # before last.pt: a resumed epoch re-logs identical values
+            on_epoch(row | {"epoch_time_s": time.perf_counter() - t0})
+        save_torch({
+            "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": _rng_state(), "epoch": epoch, "history": history, "params": params,
+            "best_epoch": best_epoch, "best_value": best_value, "best": best,
+            "best_model": best_state, "done": done, "meta": meta,
+        }, last_path)
+        write_history(history, out_dir / "history.tsv")
+        log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f %s=%.4f lr=%.2e (%.1f s)",
+                 epoch, epochs, row["train_loss"], row["val_loss"], metric, row[metric],
+                 row["lr"], time.perf_counter() - t0)
+
+    if best_epoch == 0:  # never validated a finite metric: keep the last weights
+        log.warning("%s: no finite %s; checkpoint.pt holds the last epoch", out_dir, metric)
+        best_epoch, best_state = len(history), _cpu_state(model)
+        best = {metric: math.nan}
+    # Rewritten at the end too: Snakemake deletes outputs of a failed attempt, last.pt survives.
+    save_torch({"model": best_state, "params": params, "epoch": best_epoch, "metric": metric,
+                "value": float(best.get(metric, math.nan)), **meta}, out_dir / "checkpoint.pt")
+    write_history(history, out_dir / "history.tsv")
+    write_json(out_dir / "val_metrics.json",
+               {**{k: float(v) for k, v in best.items()}, "epoch": best_epoch,
+                "epochs_run": len(history)})
+    return FitResult(history, best_epoch, best, resumed_from, len(history) < epochs)

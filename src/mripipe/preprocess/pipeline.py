@@ -1,0 +1,315 @@
+"""Per-scan preprocessing chain into template space, with timings and truth-based QC.
+
+Steps (each switchable in ``preprocess:``): reorient to RAS -> N4 bias correction -> denoising ->
+rigid co-registration of the other channels onto the reference (first) channel -> rigid + affine
+registration of the reference to the ICBM152 template -> resampling of every channel (B-spline)
+and of the label (nearest neighbour) onto ``reference_grid(target_spacing)`` -> skull strip with
+the template brain mask -> z-score inside the mask -> QC (qc.json, qc.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from mripipe.core.config import with_defaults
+from mripipe.core.errors import InputError
+from mripipe.core.imageio import from_array, load_channels, read_label, to_array, write_image
+from mripipe.core.template import load_template, reference_grid
+from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
+from mripipe.preprocess import intensity, registration
+from mripipe.preprocess.qc import NativeChannel, save_qc_png, truth_metrics
+
+log = logging.getLogger(__name__)
+
+#: Fallbacks mirroring the schema's defaults of ``preprocess:`` (the CLI always gets the full
+#: section; unit tests may pass a partial dict).
+_INTERPOLATORS = {
+    "bspline": sitk.sitkBSpline,
+    "linear": sitk.sitkLinear,
+    "nearest": sitk.sitkNearestNeighbor,
+}
+
+
+@contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    """Record the wall time of a block under ``timings[step]`` (seconds)."""
+    t0 = time.perf_counter()
+    timings[step] = timings.pop(step, 0.0)  # the last key is the running step
+    yield
+    timings[step] = round(timings[step] + time.perf_counter() - t0, 3)
+
+
+def preprocess_scan(
+    channels: dict[str, Path],
+    label: Path | None,
+    out_dir: Path,
+    params: dict[str, Any],
+    target_spacing: tuple[float, float, float] | list[float],
+    truth: Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Preprocess one scan into template space and write its outputs (docs/contract.md).
+
+    Args:
+        channels: channel name -> native image path; the first is the reference channel.
+        label: label map on the reference channel's grid, or None.
+        out_dir: ``results/preprocessed/{scan}``; receives image.nii.gz (C channels),
+            label.nii.gz, brainmask.nii.gz, transform.tfm, qc.json, qc.png.
+        params: the ``preprocess:`` config section (missing keys take the schema's defaults).
+        target_spacing: output spacing in mm (x, y, z).
+        truth: the phantom's truth.json for this scan, or None.
+        seed: master seed; the registration sampling seed is derived from (seed, scan).
+
+    Returns:
+        The QC dictionary written to qc.json.
+
+    Raises:
+        ImageError: an unreadable or unsuitable input (the message starts with its path).
+        ValueError: a step failed on this scan (the message starts with the reference image).
+    """
+    timings: dict[str, float] = {}
+    try:
+        return _preprocess(
+            channels,
+            label,
+            Path(out_dir),
+            with_defaults("preprocess", params),
+            target_spacing,
+            truth,
+            seed,
+            timings,
+        )
+    except RuntimeError as exc:
+        step = next(reversed(timings), "start")
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise InputError(
+            f"{next(iter(channels.values()))}: preprocessing failed in step {step!r} ({lines[-1] if lines else exc})"
+        ) from None
+
+
+def _preprocess(
+    channels: dict[str, Path],
+    label: Path | None,
+    out_dir: Path,
+    p: dict[str, Any],
+    target_spacing: tuple[float, float, float] | list[float],
+    truth: Path | None,
+    seed: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The body of :func:`preprocess_scan` (``p`` complete; ``timings`` filled as steps run)."""
+    scan = out_dir.name
+    rseed = derive_seed(seed, "preprocess", scan)
+    spacing = tuple(float(s) for s in target_spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise InputError(
+            f"{out_dir}: target spacing must be three positive numbers, got {target_spacing!r}"
+        )
+    if p["denoise"] not in intensity.DENOISE_METHODS:
+        raise InputError(f"{out_dir}: unknown denoise method {p['denoise']!r}")
+    t_start = time.perf_counter()
+
+    with _timed(timings, "load"):
+        imgs = load_channels(channels)
+        lab = read_label(Path(label)) if label else None
+    names = list(imgs)
+    ref = names[0]
+    native_info = {
+        n: {
+            "size": list(im.GetSize()),
+            "spacing": [round(s, 4) for s in im.GetSpacing()],
+            "orientation": sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
+                im.GetDirection()
+            ),
+        }
+        for n, im in imgs.items()
+    }
+    if p["reorient"]:
+        with _timed(timings, "reorient"):
+            imgs = {n: sitk.DICOMOrient(im, "RAS") for n, im in imgs.items()}
+
+    native: dict[str, NativeChannel] = {}
+    with _timed(timings, "n4"):
+        for n, im in imgs.items():
+            if p["n4"]:
+                res = intensity.n4_correct(im, p)
+                native[n] = NativeChannel(
+                    bias=res.bias, mask=res.mask, corrected=res.corrected, denoised=None
+                )
+            else:
+                native[n] = NativeChannel(
+                    bias=None, mask=intensity.head_mask(im), corrected=im, denoised=None
+                )
+    with _timed(timings, "denoise"):
+        for n, ch in native.items():
+            if p["denoise"] != "none":
+                den = intensity.denoise(ch.corrected, p["denoise"], p)
+                native[n] = NativeChannel(
+                    bias=ch.bias, mask=ch.mask, corrected=ch.corrected, denoised=den
+                )
+    work = {n: ch.denoised if ch.denoised is not None else ch.corrected for n, ch in native.items()}
+
+    coreg: dict[str, sitk.Transform] = {}
+    with _timed(timings, "coregister"):
+        if p["coregister"] and len(names) > 1:
+            fixed = registration.downsample(work[ref], float(p["coreg_spacing"]))
+            fmask = sitk.Resample(
+                native[ref].mask,
+                fixed,
+                sitk.Transform(),
+                sitk.sitkNearestNeighbor,
+                0,
+                sitk.sitkUInt8,
+            )
+        for k, n in enumerate(names[1:]):
+            if p["coregister"]:
+                moving = registration.downsample(work[n], float(p["coreg_spacing"]))
+                coreg[n] = registration.rigid_register(
+                    fixed, moving, p, rseed + 1 + k, fmask, "coreg", p["coreg_init"]
+                )
+            else:
+                coreg[n] = sitk.Euler3DTransform()
+    to_template: sitk.Transform | None = None
+    with _timed(timings, "register"):
+        if p["register"]:
+            tfixed, tmask = registration.template_fixed(
+                float(p["template_spacing"]), float(p["template_mask_dilation_mm"])
+            )
+            moving = registration.downsample(work[ref], float(p["template_spacing"]))
+            to_template = registration.register_to_template(tfixed, moving, p, rseed, tmask)
+    tx_ref: sitk.Transform = to_template if to_template is not None else sitk.AffineTransform(3)
+
+    with _timed(timings, "resample"):
+        grid = reference_grid(spacing)
+        interp = _INTERPOLATORS[p["interpolation"]]
+        resampled = []
+        for n in names:
+            tx = tx_ref if n == ref else registration.chain(tx_ref, coreg[n])
+            resampled.append(
+                to_array(sitk.Resample(work[n], grid, tx, interp, 0.0, sitk.sitkFloat32))
+            )
+        brain = (
+            to_array(
+                sitk.Resample(
+                    load_template().brainmask,
+                    grid,
+                    sitk.Transform(),
+                    sitk.sitkNearestNeighbor,
+                    0,
+                    sitk.sitkUInt8,
+                )
+            )
+            > 0
+        )
+        lab_arr = (
+            to_array(sitk.Resample(lab, grid, tx_ref, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16))
+            if lab is not None
+            else np.zeros(brain.shape, np.uint16)
+        )
+    with _timed(timings, "normalise"):
+        stack = np.stack(resampled).astype(np.float32)
+        for c in range(len(names)):
+            if p["normalise"]:
+                stack[c] = intensity.zscore_in_mask(
+                    stack[c], brain, zero_outside=bool(p["skull_strip"])
+                )
+            elif p["skull_strip"]:
+                stack[c][~brain] = 0
+    with _timed(timings, "write"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_image(from_array(stack, grid), out_dir / "image.nii.gz")
+        write_image(from_array(lab_arr.astype(np.uint16), grid), out_dir / "label.nii.gz")
+        write_image(from_array(brain.astype(np.uint8), grid), out_dir / "brainmask.nii.gz")
+        _write_transform(tx_ref, out_dir / "transform.tfm")
+    with _timed(timings, "qc_png"):
+        save_qc_png(
+            stack, names, brain, lab_arr if lab is not None else None, out_dir / "qc.png", scan
+        )
+
+    qc: dict[str, Any] = {
+        "scan": scan,
+        "channels": names,
+        "reference": ref,
+        "target_spacing": list(spacing),
+        "grid_size": list(grid.GetSize()),
+        "native": native_info,
+        "steps": {
+            k: p[k]
+            for k in (
+                "reorient",
+                "n4",
+                "denoise",
+                "coregister",
+                "register",
+                "skull_strip",
+                "normalise",
+            )
+        },
+        "brain_voxels": int(brain.sum()),
+        "label_voxels": int((lab_arr > 0).sum()),
+        "label_ids": sorted(int(v) for v in np.unique(lab_arr) if v > 0),
+    }
+    if truth:
+        with _timed(timings, "truth"):
+            qc["truth"] = truth_metrics(
+                Path(truth), native, ref, to_template, coreg if p["coregister"] else {}
+            )
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    qc["timings_s"] = timings
+    write_json(out_dir / "qc.json", qc)
+    log.info(
+        "%s preprocessed in %.1f s (%s)",
+        scan,
+        timings["total"],
+        ", ".join(f"{k} {v:.2f}" for k, v in timings.items()),
+    )
+    return qc
+
+
+def _write_transform(tx: sitk.Transform, path: Path) -> None:
+    """Write an ITK transform file atomically."""
+    with atomic_path(path) as tmp:
+        sitk.WriteTransform(tx, str(tmp))
+
+
+def _channel_paths(pairs: list[str]) -> dict[str, Path]:
+    """``["T1w=a.nii.gz", "FLAIR=b.nii.gz"]`` -> ordered channel name -> path."""
+    out: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--channel {pair!r}: expected NAME=PATH")
+        if name in out:
+            raise InputError(f"--channel {pair!r}: channel {name!r} given twice")
+        out[name] = Path(path)
+    return out
+
+
+def cli_preprocess(ns: argparse.Namespace) -> None:
+    """``mripipe preprocess``: one scan, its raw files and target spacing handed by the rule."""
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(max(1, int(ns.threads)))
+    if ns.fingerprint:
+        fp = read_json(ns.fingerprint)
+        if "target_spacing" not in fp:
+            raise InputError(f"{ns.fingerprint}: no target_spacing")
+        spacing = [float(s) for s in fp["target_spacing"]]
+    else:
+        spacing = [float(s) for s in ns.spacing]
+    preprocess_scan(
+        _channel_paths(list(ns.channel)),
+        Path(ns.label) if ns.label else None,
+        Path(ns.out_dir),
+        ns.params,
+        spacing,
+        Path(ns.truth) if ns.truth else None,
+        seed=int(getattr(ns, "seed", 0) or 0),
+    )

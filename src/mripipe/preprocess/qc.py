@@ -1,0 +1,303 @@
+"""Quality control of preprocessing: metrics against the phantom's truth, qc.png, the QC table.
+
+Definitions (also in docs/contract.md):
+
+- registration error: mean over template brain voxels ``x`` (2 mm grid) of
+  ``||T_est(x) - T_true(x)||`` in mm, both mapping template points to native points. For the
+  co-registration of channel ``c`` onto the reference ``r``: ``T_est = C_c o T_true_r`` against
+  ``T_true_c``, so only the co-registration error is measured.
+- bias correlation: Pearson correlation of the estimated and the true multiplicative bias field
+  over the head mask (native grid).
+- PSNR: ``10 log10(peak^2 / MSE)`` over the head mask, against the noise-free version of the
+  N4-corrected image (``clean * bias_true / bias_est``), ``peak`` its maximum in the mask; for
+  the noisy (corrected, not denoised) and the denoised image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from mripipe.core.errors import InputError
+from mripipe.core.imageio import read_image, to_array
+from mripipe.core.template import load_template, reference_grid
+from mripipe.core.utils import atomic_path, read_json
+from mripipe.preprocess.registration import chain, displacement
+
+log = logging.getLogger(__name__)
+
+#: Spacing (mm) of the template grid on which registration errors are averaged.
+ERROR_GRID_MM = 2.0
+
+
+@dataclass(frozen=True)
+class NativeChannel:
+    """What preprocessing produced for one channel in its native (reoriented) space.
+
+    Attributes:
+        bias: estimated multiplicative bias field (None when N4 is off).
+        mask: head mask, uint8.
+        corrected: bias-corrected image before denoising.
+        denoised: image after denoising (None when denoising is off).
+    """
+
+    bias: sitk.Image | None
+    mask: sitk.Image
+    corrected: sitk.Image
+    denoised: sitk.Image | None
+
+
+def mapping_error_mm(
+    estimated: sitk.Transform, true: sitk.Transform, grid: sitk.Image, mask: np.ndarray
+) -> float:
+    """Mean distance ``||T_est(x) - T_true(x)||`` over the masked voxels of ``grid`` (mm).
+
+    Args:
+        estimated: estimated transform.
+        true: true transform (same direction of mapping).
+        grid: image defining the points (e.g. the template at 2 mm).
+        mask: boolean array of shape (X, Y, Z) on ``grid``.
+
+    Returns:
+        The mean Euclidean distance in mm.
+    """
+    diff = displacement(estimated, grid) - displacement(true, grid)
+    dist = np.linalg.norm(diff, axis=-1)
+    return float(dist[mask.astype(bool)].mean())
+
+
+def bias_correlation(estimated: np.ndarray, true: np.ndarray, mask: np.ndarray) -> float:
+    """Pearson correlation of two bias fields inside a mask.
+
+    Args:
+        estimated: (X, Y, Z) estimated field.
+        true: (X, Y, Z) true field.
+        mask: (X, Y, Z) boolean mask.
+
+    Returns:
+        The correlation in [-1, 1] (NaN when a field is constant in the mask).
+    """
+    m = mask.astype(bool)
+    a, b = estimated[m].astype(np.float64), true[m].astype(np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def psnr(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
+    """Peak signal-to-noise ratio (dB) of ``image`` against ``reference`` inside ``mask``.
+
+    ``peak`` is the maximum of ``reference`` in the mask; identical images give ``inf``.
+
+    Args:
+        image: (X, Y, Z) array.
+        reference: (X, Y, Z) array.
+        mask: (X, Y, Z) boolean mask.
+    """
+    m = mask.astype(bool)
+    ref = reference[m].astype(np.float64)
+    mse = float(np.mean((image[m].astype(np.float64) - ref) ** 2))
+    if mse == 0:
+        return float("inf")
+    return float(10 * np.log10(float(ref.max()) ** 2 / mse))
+
+
+def _truth_image(path: Path, like: sitk.Image) -> np.ndarray:
+    """A truth image reoriented like ``like`` (RAS), as (X, Y, Z) float array on its grid."""
+    img = sitk.DICOMOrient(sitk.Cast(read_image(path), sitk.sitkFloat32), "RAS")
+    if img.GetSize() != like.GetSize() or not np.allclose(
+        img.GetOrigin(), like.GetOrigin(), atol=1e-3
+    ):
+        img = sitk.Resample(img, like, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return to_array(img)
+
+
+def truth_metrics(
+    truth_path: Path,
+    native: dict[str, NativeChannel],
+    reference: str,
+    to_template: sitk.Transform | None,
+    coreg: dict[str, sitk.Transform],
+) -> dict[str, Any]:
+    """Compare a scan's preprocessing with the phantom's ground truth (``truth.json``).
+
+    Args:
+        truth_path: the scan's truth.json (contract: per-channel ``clean``, ``bias``,
+            ``noise_sigma``, ``to_template``; paths relative to the JSON's folder).
+        native: per channel, what preprocessing produced in native space.
+        reference: name of the reference channel.
+        to_template: estimated template -> reference transform (None when not registered).
+        coreg: estimated reference -> channel transforms of the other channels.
+
+    Returns:
+        ``{"template_error_mm": float, "coreg_error_mm": {ch: float}, "bias_corr": {ch: float},
+        "psnr_noisy": {ch: float}, "psnr_denoised": {ch: float}, "psnr_gain_db": {ch: float}}``
+        (keys present only where the step ran).
+    """
+    truth = read_json(truth_path)
+    chans = truth.get("channels")
+    if not isinstance(chans, dict) or reference not in chans:
+        raise InputError(f"{truth_path}: no 'channels' entry for {reference!r}")
+    base = truth_path.parent
+    true_tx = {
+        name: sitk.ReadTransform(str(base / spec["to_template"]))
+        for name, spec in chans.items()
+        if name in native and spec.get("to_template")
+    }
+    out: dict[str, Any] = {}
+    grid = reference_grid((ERROR_GRID_MM,) * 3)
+    brain = (
+        to_array(
+            sitk.Resample(
+                load_template().brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor
+            )
+        )
+        > 0
+    )
+    if to_template is not None and reference in true_tx:
+        out["template_error_mm"] = mapping_error_mm(to_template, true_tx[reference], grid, brain)
+    if coreg and reference in true_tx:
+        out["coreg_error_mm"] = {
+            name: mapping_error_mm(chain(true_tx[reference], tx), true_tx[name], grid, brain)
+            for name, tx in coreg.items()
+            if name in true_tx
+        }
+    for name, ch in native.items():
+        spec = chans.get(name)
+        if not spec:
+            continue
+        mask = to_array(ch.mask) > 0
+        true_bias = _truth_image(base / spec["bias"], ch.corrected) if spec.get("bias") else None
+        est_bias = to_array(ch.bias) if ch.bias is not None else np.ones(mask.shape, np.float32)
+        if ch.bias is not None and true_bias is not None:
+            out.setdefault("bias_corr", {})[name] = bias_correlation(est_bias, true_bias, mask)
+        if spec.get("clean") and ch.denoised is not None:
+            clean = _truth_image(base / spec["clean"], ch.corrected)
+            ref = clean * (true_bias if true_bias is not None else 1.0) / est_bias
+            noisy = psnr(to_array(ch.corrected), ref, mask)
+            den = psnr(to_array(ch.denoised), ref, mask)
+            out.setdefault("psnr_noisy", {})[name] = noisy
+            out.setdefault("psnr_denoised", {})[name] = den
+            out.setdefault("psnr_gain_db", {})[name] = den - noisy
+    return out
+
+
+def save_qc_png(
+    image: np.ndarray,
+    names: Sequence[str],
+    brainmask: np.ndarray,
+    label: np.ndarray | None,
+    path: Path,
+    title: str,
+) -> None:
+    """Three orthogonal mid-slices per channel with the brain-mask contour and the label overlay.
+
+    Args:
+        image: (C, X, Y, Z) preprocessed image (RAS voxel order of the template grid).
+        names: C channel names.
+        brainmask: (X, Y, Z) mask.
+        label: (X, Y, Z) label map or None.
+        path: PNG to write (atomically).
+        title: figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = image.shape[0]
+    centre = [s // 2 for s in image.shape[1:]]
+    if label is not None and np.any(label > 0):
+        centre = [int(v) for v in np.round(np.argwhere(label > 0).mean(0))]
+
+    def cut(vol: np.ndarray, axis: int) -> np.ndarray:
+        # RAS voxel order: x increases to the left of the viewer -> transpose and flip for display
+        sl = np.take(vol, centre[axis], axis=axis)
+        return np.flipud(sl.T)
+
+    fig, axes = plt.subplots(c, 3, figsize=(9, 3 * c), squeeze=False)
+    for i in range(c):
+        for j, (axis, view) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
+            ax = axes[i, j]
+            ax.imshow(
+                cut(image[i], axis), cmap="gray", vmin=-2.5, vmax=2.5, interpolation="nearest"
+            )
+            ax.contour(cut(brainmask.astype(float), axis), levels=[0.5], colors="c", linewidths=0.6)
+            if label is not None:
+                lab = cut((label > 0).astype(float), axis)
+                ax.imshow(
+                    np.ma.masked_where(lab == 0, lab),
+                    cmap="autumn",
+                    alpha=0.6,
+                    interpolation="nearest",
+                )
+            ax.set_title(f"{names[i]} {view}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
+def qc_table(qc_files: Sequence[Path], out_tsv: Path, out_plot: Path) -> Any:
+    """Gather per-scan qc.json files into one table and a summary plot.
+
+    Nested keys are flattened with dots (``timings_s.n4``, ``bias_corr.T1w``).
+
+    Args:
+        qc_files: the qc.json files.
+        out_tsv: table to write (one row per scan).
+        out_plot: PNG with the step timings and, where truth exists, the quality metrics.
+
+    Returns:
+        The table as a pandas DataFrame.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    rows = [read_json(p) for p in qc_files]
+    table = pd.json_normalize(rows, sep=".")
+    if "scan" in table:
+        table = table.sort_values("scan").reset_index(drop=True)
+    with atomic_path(out_tsv) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    groups = [
+        ("timings_s.", "step time (s)"),
+        ("truth.template_error_mm", "template reg. error (mm)"),
+        ("truth.coreg_error_mm.", "co-reg. error (mm)"),
+        ("truth.bias_corr.", "N4 bias correlation"),
+        ("truth.psnr_gain_db.", "denoise PSNR gain (dB)"),
+    ]
+    panels = [(t, [c for c in table.columns if c.startswith(p)]) for p, t in groups]
+    panels = [(t, cols) for t, cols in panels if cols]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.4), squeeze=False)
+    for ax, (title, cols) in zip(axes[0], panels, strict=True):
+        data = [pd.to_numeric(table[c], errors="coerce").dropna().to_numpy() for c in cols]
+        ax.boxplot(data)
+        ax.set_xticks(
+            range(1, len(cols) + 1), [c.rsplit(".", 1)[-1] for c in cols], rotation=45, fontsize=7
+        )
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"preprocessing QC, {len(table)} scans", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out_plot) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    log.info("QC table of %d scans -> %s", len(table), out_tsv)
+    return table
+
+
+def cli_qc_table(ns: argparse.Namespace) -> None:
+    """``mripipe qc-table``: gather qc.json files into qc.tsv and a summary plot."""
+    qc_table([Path(p) for p in ns.qc], Path(ns.out), Path(ns.plot))

@@ -1,0 +1,121 @@
+"""The house rules, read from the source: one package per stage family, dependencies pointing
+downwards only, no import cycle, small modules and functions, rule files mirroring packages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from mripipe.core.codegraph import ROOT, all_modules, closure, direct_imports
+
+REPO = ROOT.parents[1]
+PACKAGES = ("core", "data", "preprocess", "learn", "infer", "evaluate", "track")
+# package -> the packages it may import (besides itself). evaluate reads the files of learn and
+# infer, never their code; track is below learn and evaluate.
+ALLOWED = {
+    "core": set(),
+    "data": {"core"},
+    "track": {"core"},
+    "preprocess": {"core", "data"},
+    "learn": {"core", "data", "track"},
+    "infer": {"core", "data", "preprocess", "learn"},
+    "evaluate": {"core", "data", "track"},
+}
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else None
+
+
+def test_every_module_lives_in_a_stage_package() -> None:
+    loose = [m for m in all_modules() if _package(m) is None and m not in ("mripipe", "mripipe.cli")]
+    assert loose == []
+    assert {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith("__")} == set(PACKAGES)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_package_says_what_it_owns(package: str) -> None:
+    doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
+    assert doc and len(doc.split()) >= 25, f"{package}/__init__.py needs a paragraph on what it owns"
+
+
+def test_imports_point_downwards_only() -> None:
+    wrong = []
+    for module in all_modules():
+        src = _package(module)
+        if src is None:
+            continue
+        for target in direct_imports(module):
+            dst = _package(target)
+            if dst is not None and dst != src and dst not in ALLOWED[src]:
+                wrong.append(f"{module} -> {target}")
+            if target == "mripipe.cli":
+                wrong.append(f"{module} -> {target}")
+    assert wrong == []
+
+
+def test_no_import_cycle() -> None:
+    # a package's own __init__ is run by its submodules' imports by construction: not an edge here
+    graph = {m: {t for t in direct_imports(m) if not m.startswith(t + ".")} for m in all_modules()}
+    state: dict[str, int] = {}
+    cycles: list[str] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_the_graph_sees_lazy_imports(tmp_path: Path) -> None:
+    pkg = tmp_path / "mripipe"
+    (pkg / "a").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a" / "__init__.py").write_text("")
+    (pkg / "a" / "leaf.py").write_text("X = 1\n")
+    (pkg / "a" / "mid.py").write_text("def f():\n    from mripipe.a import leaf\n    return leaf.X\n")
+    (pkg / "top.py").write_text("from .a.mid import f\n")
+    assert closure("mripipe.top", pkg) == ["mripipe", "mripipe.a", "mripipe.a.leaf", "mripipe.a.mid", "mripipe.top"]
+
+
+def _sources() -> list[Path]:
+    return sorted(ROOT.rglob("*.py"))
+
+
+def test_modules_stay_small() -> None:
+    big = {str(p.relative_to(ROOT)): n for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert big == {}
+
+
+def test_functions_stay_short() -> None:
+    long = {}
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.name}"] = n
+    assert long == {}
+
+
+def test_rule_files_mirror_the_packages() -> None:
+    rules = {p.stem for p in (REPO / "workflow" / "rules").glob("*.smk")} - {"common"}
+    assert rules <= set(PACKAGES), rules
+
+
+def test_unit_tests_mirror_the_packages() -> None:
+    dirs = {p.name for p in (REPO / "tests" / "unit").iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert dirs == set(PACKAGES)

@@ -1,0 +1,109 @@
+# Learning: the patient-level split with a locked test set, label-balanced patches of the
+# train/val scans, then the random search (one DAG job per trial) and selection on validation.
+
+
+rule split:
+    input:
+        manifest="results/manifest.tsv",
+        code=code("split"),
+    output:
+        json="results/splits.json",
+    params:
+        cfg=section("split"),
+    log:
+        "logs/split.log",
+    benchmark:
+        "benchmarks/split.tsv"
+    shell:
+        "mripipe split --manifest {input.manifest} --seed {SEED} --params {params.cfg:q} "
+        "--out {output.json} --log {log}"
+
+
+rule patches:
+    input:
+        manifest="results/manifest.tsv",
+        splits="results/splits.json",
+        images=preprocessed,
+        code=code("patches"),
+    output:
+        index="results/patches/index.tsv",
+        volumes="results/patches/volumes.tsv",
+        classes="results/patches/classes.json",
+    params:
+        cfg=section("patches"),
+        out_dir="results/patches",
+    log:
+        "logs/patches.log",
+    benchmark:
+        "benchmarks/patches.tsv"
+    resources:
+        mem_mb=2000,
+    shell:
+        "mripipe patches --manifest {input.manifest} --splits {input.splits} "
+        "--preprocessed results/preprocessed --seed {SEED} --params {params.cfg:q} "
+        "--out-dir {params.out_dir} --log {log}"
+# Random search: one MLflow parent run per experiment, one DAG job per trial, then selection on
+# the validation metric only. A trial asks for `gpu=1`: with `--resources gpu=N` at most N run at
+# once, each on its own device; on a CPU machine the resource is unconstrained.
+
+
+rule search_init:
+    input:
+        code=code("search-init"),
+    output:
+        json="results/{experiment}/search.json",
+    params:
+        cfg=experiment_params,
+        uri=config["tracking"]["uri"],
+    log:
+        "logs/{experiment}/search_init.log",
+    shell:
+        "mripipe search-init --experiment {wildcards.experiment} --tracking-uri {params.uri:q} "
+        "--params {params.cfg:q} --out {output.json} --log {log}"
+
+
+rule train:
+    input:
+        index="results/patches/index.tsv",
+        splits="results/splits.json",
+        manifest="results/manifest.tsv",
+        search="results/{experiment}/search.json",
+        code=code("train"),
+    output:
+        params="results/{experiment}/trials/{trial}/params.json",
+        checkpoint="results/{experiment}/trials/{trial}/checkpoint.pt",
+        history="results/{experiment}/trials/{trial}/history.tsv",
+        metrics="results/{experiment}/trials/{trial}/val_metrics.json",
+    params:
+        cfg=experiment_params,
+        out_dir="results/{experiment}/trials/{trial}",
+    log:
+        "logs/{experiment}/{trial}.log",
+    benchmark:
+        "benchmarks/{experiment}/{trial}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+    shell:
+        "mripipe train --experiment {wildcards.experiment} --trial {wildcards.trial} "
+        "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
+        "--manifest {input.manifest} --search {input.search} --seed {SEED} "
+        "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
+
+
+rule select:
+    input:
+        metrics=trial_metrics,
+        search="results/{experiment}/search.json",
+        code=code("select"),
+    output:
+        json="results/{experiment}/selected.json",
+    params:
+        cfg=experiment_params,
+        trials=trials,
+    log:
+        "logs/{experiment}/select.log",
+    shell:
+        "mripipe select --experiment {wildcards.experiment} --trials {params.trials} "
+        "--search {input.search} --params {params.cfg:q} --out {output.json} --log {log}"
