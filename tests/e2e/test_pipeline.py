@@ -23,7 +23,23 @@ CONFIG = REPO / "tests" / "e2e" / "config.yaml"
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def checkout(dest: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, schema, configs, package source) in ``dest``:
+    runs happen in the repository root as a user's do, so code inputs are relative paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("Snakefile", "workflow", "config", "src"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copy2(CONFIG, dest / "config" / "e2e.yaml")
+    return dest
+
+
+def _snakemake(workdir: Path, *args: str, configfile: str = "config/e2e.yaml") -> subprocess.CompletedProcess[str]:
+    """Snakemake run in ``workdir`` (a :func:`checkout`), with the venv's tools on PATH."""
     bindir = Path(sys.executable).parent
     env = {
         **os.environ,
@@ -31,20 +47,13 @@ def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DVC_NO_ANALYTICS": "1",
     }
-    cmd = [
-        str(bindir / "snakemake"),
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(CONFIG),
-        "--cores", "2",
-        *args,
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    cmd = [str(bindir / "snakemake"), "--configfile", configfile, "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("e2e")
+    workdir = checkout(tmp_path_factory.mktemp("e2e") / "repo")
     proc = _snakemake(workdir, "--keep-going")
     if proc.returncode != 0:
         logs = "\n".join(
@@ -148,7 +157,8 @@ def test_mlflow_server_lists_trials_with_params_and_curves(run_dir: Path) -> Non
 
 def test_bad_scan_fails_alone_with_one_clear_message(run_dir: Path, tmp_path: Path) -> None:
     """A corrupt scan fails its own job naming the file; the other scans finish; data/ untouched."""
-    data = tmp_path / "data" / "phantom"
+    work = checkout(tmp_path / "repo")
+    data = work / "data" / "phantom"
     shutil.copytree(run_dir / "data" / "phantom", data)
     manifest = pd.read_csv(run_dir / "results" / "manifest.tsv", sep="\t")
     bad_scan = manifest["scan"].iloc[1]
@@ -156,17 +166,80 @@ def test_bad_scan_fails_alone_with_one_clear_message(run_dir: Path, tmp_path: Pa
     bad_file.write_bytes(b"this is not a NIfTI file")
     before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
 
-    proc = _snakemake(tmp_path, "--keep-going", "results/preprocessed/qc.tsv")
+    proc = _snakemake(work, "--keep-going", "results/preprocessed/qc.tsv")
 
     assert proc.returncode != 0
-    log = (tmp_path / "logs" / "preprocess" / f"{bad_scan}.log").read_text()
+    log = (work / "logs" / "preprocess" / f"{bad_scan}.log").read_text()
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1, log
     assert bad_file.name in errors[0] and "cannot be read" in errors[0]
     assert "Traceback" not in log
-    assert not (tmp_path / "results" / "preprocessed" / bad_scan / "image.nii.gz").exists()
+    assert not (work / "results" / "preprocessed" / bad_scan / "image.nii.gz").exists()
     for scan in manifest["scan"]:
         if scan != bad_scan:
-            assert (tmp_path / "results" / "preprocessed" / scan / "qc.json").is_file(), scan
+            assert (work / "results" / "preprocessed" / scan / "qc.json").is_file(), scan
     after = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
     assert after == before  # nothing in data/ is ever written over
+
+
+def _planned(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Job counts per rule from a dry run's "Job stats" table ({} when nothing is to be done)."""
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    lines = out[out.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def _edited(work: Path, rel: str) -> tuple[Path, bytes, float]:
+    path = work / rel
+    content, mtime = path.read_bytes(), path.stat().st_mtime
+    if path.suffix == ".py":  # a code edit; other files are rewritten with the same content
+        path.write_bytes(content + b"\n# edited by the re-run test\n")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    return path, content, mtime
+
+
+def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
+    """A finished run, moved to another folder, plans nothing; editing one module, or replacing
+    one raw file, plans exactly the jobs that execute or read it."""
+    work = tmp_path / "moved"
+    shutil.copytree(run_dir, work, symlinks=True)
+    assert _planned(_snakemake(work, "-n")) == {}
+    n_scans = len(pd.read_csv(work / "results" / "manifest.tsv", sep="\t"))
+    cases = {
+        # N4 code: every preprocess job and what follows, nothing upstream
+        "src/mripipe/preprocess/intensity.py": ({"preprocess": n_scans, "qc_table": 1, "patches": 1},
+                                                {"phantom", "manifest", "split"}),
+        # FROC code: evaluation, not training or inference
+        "src/mripipe/evaluate/froc.py": ({"evaluate": 2, "summarise": 1},
+                                         {"preprocess", "train", "predict", "select", "patches"}),
+        # the training loop: the trials and what follows, not the data
+        "src/mripipe/learn/trainer.py": ({"train": 2, "select": 2},
+                                         {"preprocess", "patches", "split", "manifest"}),
+        # a new manifest (say, one more scan) re-plans no existing scan's preprocessing
+        "results/manifest.tsv": ({"split": 1, "patches": 1}, {"preprocess", "manifest", "phantom"}),
+    }
+    for rel, (expected, untouched) in cases.items():
+        path, content, mtime = _edited(work, rel)
+        try:
+            planned = _planned(_snakemake(work, "-n"))
+        finally:
+            path.write_bytes(content)
+            os.utime(path, (mtime, mtime))
+        for rule, count in expected.items():
+            assert planned.get(rule) == count, (rel, planned)
+        assert not untouched & set(planned), (rel, planned)
+    # replacing one raw image re-runs that scan only
+    manifest = pd.read_csv(work / "results" / "manifest.tsv", sep="\t")
+    raw = work / manifest["FLAIR"].iloc[0]
+    os.utime(raw, (time.time() + 5, time.time() + 5))
+    planned = _planned(_snakemake(work, "-n"))
+    assert planned.get("preprocess") == 1 and "manifest" not in planned, planned

@@ -49,3 +49,46 @@ def test_help_is_instant() -> None:
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert out == "False"
+
+
+def test_a_crash_keeps_its_traceback_in_the_log(tmp_path: Path) -> None:
+    """An error the code does not raise on purpose (here a KeyError from a split file without a
+    fold key the stage needs) is not dressed up as bad input: its traceback is in the rule's log."""
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("subject\tsession\tscan\tT1w\tlabel\tclass\n"
+                        + "".join(f"sub-{i:03d}\tses-01\tsub-{i:03d}_ses-01\tx.nii.gz\t\tnone\n" for i in range(9)))
+    log = tmp_path / "logs" / "split.log"
+    code = (
+        "import sys, mripipe.learn.split as s\n"
+        "def boom(*a, **k):\n    return {}['folds']\n"
+        "s.make_splits = boom\n"
+        "from mripipe.cli import main\n"
+        f"sys.exit(main(['split', '--manifest', {str(manifest)!r}, '--seed', '1', "
+        f"'--out', {str(tmp_path / 's.json')!r}, '--log', {str(log)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    text = log.read_text()
+    assert "Traceback" in text and "KeyError: 'folds'" in text and "crashed" in text
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_bad_input_error_names_the_file_in_the_log(tmp_path: Path) -> None:
+    bad = tmp_path / "manifest.tsv"
+    bad.write_text("not\ta manifest\n")
+    log = tmp_path / "split.log"
+    rc = main(["split", "--manifest", str(bad), "--seed", "1", "--out", str(tmp_path / "s.json"),
+               "--log", str(log)])
+    assert rc == 1
+    errors = [line for line in log.read_text().splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert "Traceback" not in log.read_text()
+
+
+def test_command_module_names_what_a_rule_executes() -> None:
+    from mripipe.cli import command_module
+
+    assert command_module("preprocess") == "mripipe.preprocess.pipeline"
+    assert command_module("evaluate") == "mripipe.evaluate.evaluation"
+    with pytest.raises(KeyError):
+        command_module("nope")

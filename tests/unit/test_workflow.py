@@ -53,6 +53,9 @@ def _dry_run(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         ("split: {test_fracton: 0.2}\nexperiments: {x: {task: segmentation}}\n", "test_fracton"),
         ("seed: one\nexperiments: {x: {task: segmentation}}\n", "seed"),
         ("experiments: {x: {task: regression}}\n", "regression"),
+        ("experiments: {x: {task: segmentation, trainig: {epochs: 3}}}\n", "trainig"),
+        ("experiments: {x: {task: segmentation, search: {n_trial: 8}}}\n", "n_trial"),
+        ("experiments: {x: {task: segmentation, network: {chanels: [4, 8]}}}\n", "chanels"),
     ],
 )
 def test_bad_config_fails_before_any_job_naming_the_key(config: str, named: str, tmp_path: Path) -> None:
@@ -62,3 +65,36 @@ def test_bad_config_fails_before_any_job_naming_the_key(config: str, named: str,
     assert "Error validating config file" in out
     assert named in out
     assert not (tmp_path / "results").exists()
+
+
+def test_every_object_in_the_schema_is_closed() -> None:
+    """additionalProperties is false (or a schema for free-form maps) at every level."""
+    def walk(node: dict, where: str) -> list[str]:
+        open_ = []
+        if node.get("type") == "object" and "additionalProperties" not in node:
+            open_.append(where)
+        for key, sub in node.get("properties", {}).items():
+            open_ += walk(sub, f"{where}.{key}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            open_ += walk(extra, f"{where}.*")
+        return open_
+
+    assert walk(SCHEMA, "config") == []
+
+
+def test_no_module_keeps_its_own_defaults() -> None:
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "src").rglob("*.py")
+                 if "DEFAULTS" in p.read_text() and p.name != "config.py"]
+    assert offenders == []
+
+
+def test_defaults_for_direct_callers_equal_what_snakemake_fills() -> None:
+    from snakemake.utils import validate
+
+    from mripipe.core.config import with_defaults
+
+    config = {"experiments": {"x": {"task": "segmentation"}}}
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    for section in ("phantom", "preprocess", "split", "patches", "predict", "evaluate"):
+        assert with_defaults(section) == config[section], section
