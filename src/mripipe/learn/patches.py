@@ -229,11 +229,7 @@ def extract_patches(
     scans = manifest[manifest["subject"].isin(list(roles))].sort_values("scan")
     if scans.empty:
         raise InputError("manifest: no scan of a train/val subject")
-    classes = manifest["class"].fillna("").astype(str) if "class" in manifest else None
-    subject_class = (
-        dict(zip(manifest["subject"], classes, strict=True)) if classes is not None else {}
-    )
-    names = sorted({subject_class.get(s, "") for s in roles} - {""})
+    subject_class, names = _subject_classes(manifest, roles)
     pre = Path(preprocessed_dir)
     patch_rows: list[dict[str, Any]] = []
     volume_rows: list[dict[str, Any]] = []
@@ -250,19 +246,8 @@ def extract_patches(
             centres, positive = sample_centres(
                 label, mask, per_scan, pos_fraction, rng(seed, "patches", scan)
             )
-            images = crop_patches(image, centres, size).astype(np.float16)
-            labels = crop_patches((label > 0).astype(np.uint8)[None], centres, size)
-            image_file, label_file = f"seg/{scan}_image.npy", f"seg/{scan}_label.npy"
-            np.save(tmp / image_file, images)
-            np.save(tmp / label_file, labels)
-            has_lesion = np.asarray(labels.reshape(len(labels), -1).any(axis=1), dtype=bool)
-            for row, (c, pos, les) in enumerate(zip(centres, positive, has_lesion, strict=True)):
-                patch_rows.append({
-                    "scan": scan, "subject": subject, "role": role, "val_fold": val_fold,
-                    "kind": "pos" if pos else "neg", "centre_x": int(c[0]),
-                    "centre_y": int(c[1]), "centre_z": int(c[2]), "has_lesion": bool(les),
-                    "file": image_file, "label_file": label_file, "row": row,
-                })
+            common = {"scan": scan, "subject": subject, "role": role, "val_fold": val_fold}
+            patch_rows += _save_patches(tmp, common, image, label, centres, positive, size)
             cls = subject_class.get(subject, "")
             volume_file = f"volumes/{scan}.npy"
             np.save(tmp / volume_file, classification_volume(image, mask, params).astype(np.float16))
@@ -277,16 +262,67 @@ def extract_patches(
         write_json(tmp / CLASSES, {"classes": names})
         write_json(tmp / META, {
             "seed": seed, "size": size, "per_scan": per_scan, "pos_fraction": pos_fraction,
-            "volume_shape": [int(v) for v in param("patches", params, "volume_shape")],
-            "volume_pooling": [str(v) for v in param("patches", params, "volume_pooling")],
-            "n_channels": n_channels, "n_scans": len(volume_rows), "n_patches": len(index),
-            "n_with_lesion": int(index["has_lesion"].sum()),
+            **_volume_params(params), "n_channels": n_channels, "n_scans": len(volume_rows),
+            "n_patches": len(index), "n_with_lesion": int(index["has_lesion"].sum()),
         })
     log.info(
         "%d patches (%d with lesion) and %d volumes from %d train/val scans -> %s",
         len(index), int(index["has_lesion"].sum()), len(volume_rows), len(scans), out_dir,
     )
     return index
+
+
+def _volume_params(params: dict[str, Any]) -> dict[str, list[Any]]:
+    """``volume_shape`` and ``volume_pooling`` as recorded in patches.json."""
+    return {
+        "volume_shape": [int(v) for v in param("patches", params, "volume_shape")],
+        "volume_pooling": [str(v) for v in param("patches", params, "volume_pooling")],
+    }
+
+
+def _subject_classes(
+    manifest: pd.DataFrame, roles: dict[str, tuple[str, int]]
+) -> tuple[dict[str, str], list[str]]:
+    """``subject -> class`` ("" when unknown) and the sorted class labels of the train/val subjects."""
+    classes = manifest["class"].fillna("").astype(str) if "class" in manifest else None
+    subject_class = (
+        dict(zip(manifest["subject"], classes, strict=True)) if classes is not None else {}
+    )
+    names = sorted({subject_class.get(s, "") for s in roles} - {""})
+    return subject_class, names
+
+
+def _save_patches(
+    tmp: Path,
+    common: dict[str, Any],
+    image: np.ndarray,
+    label: np.ndarray,
+    centres: np.ndarray,
+    positive: np.ndarray,
+    size: list[int],
+) -> list[dict[str, Any]]:
+    """Crop and save one scan's image and label patches; their index rows.
+
+    Args:
+        tmp: the patches folder being built.
+        common: ``scan``, ``subject``, ``role``, ``val_fold`` of every row.
+        image: ``(C, X, Y, Z)``; label: ``(X, Y, Z)`` lesion ids.
+        centres: int ``(N, 3)``; positive: bool ``(N,)`` (drawn on a lesion).
+        size: patch size ``(px, py, pz)``.
+    """
+    scan = common["scan"]
+    images = crop_patches(image, centres, size).astype(np.float16)
+    labels = crop_patches((label > 0).astype(np.uint8)[None], centres, size)
+    image_file, label_file = f"seg/{scan}_image.npy", f"seg/{scan}_label.npy"
+    np.save(tmp / image_file, images)
+    np.save(tmp / label_file, labels)
+    has_lesion = np.asarray(labels.reshape(len(labels), -1).any(axis=1), dtype=bool)
+    return [
+        {**common, "kind": "pos" if pos else "neg", "centre_x": int(c[0]),
+         "centre_y": int(c[1]), "centre_z": int(c[2]), "has_lesion": bool(les),
+         "file": image_file, "label_file": label_file, "row": row}
+        for row, (c, pos, les) in enumerate(zip(centres, positive, has_lesion, strict=True))
+    ]
 
 
 def cli_patches(ns: argparse.Namespace) -> None:

@@ -172,15 +172,9 @@ def train_trial(
     out = Path(out_dir)
     p = resolve_params(params, trial_index(trial))
     task = p["task"]
-    metric = str((params.get("search") or {}).get("metric") or default_metric(task))
-    if metric not in METRICS[task]:
-        raise InputError(f"search.metric {metric!r} is not produced by {task}; use {METRICS[task]}")
+    metric = _metric(params, task)
     write_json(out / "params.json", p)
-    splits = load_splits(splits_path, role="train")
-    fold = int(params.get("fold", 0))
-    if not 0 <= fold < len(splits["folds"]):
-        raise InputError(f"{splits_path}: fold {fold} requested, {len(splits['folds'])} available")
-    train, val = list(splits["folds"][fold]["train"]), list(splits["folds"][fold]["val"])
+    fold, train, val = _fold(splits_path, params)
     search = read_json(search_path)
     trial_seed = derive_seed(seed, "train", experiment, trial)
     with allocate(lock_dir, devices) as slot, torch_settings(torch.device(slot.device), threads):
@@ -190,53 +184,97 @@ def train_trial(
             task, p, Path(patches_dir), Path(manifest_path), Path(preprocessed_dir),
             train, val, trial_seed, workers, device,
         )
-        tr = p["training"]
-        amp = bool(tr["amp"])
-        if task == "segmentation":
-            loss = make_loss(p).to(device)
-            validate = segmentation_validator(val_input, loss, meta["roi_size"],
-                                              int(tr["sw_batch_size"]), float(tr["sw_overlap"]), amp)
-        else:
-            val_batches, weights = val_input
-            loss = make_loss(p, weights).to(device)
-            validate = classification_validator(val_batches, loss, amp)
+        loss, validate = _loss_and_validator(p, val_input, meta, device)
         check_input_size(p["network"], meta["roi_size"])
         seed_everything(derive_seed(trial_seed, "init"))
         model = build_model(p, meta["in_channels"], meta["n_classes"]).to(device)
 
         c = tracking.client(search["tracking_uri"])
-        tags = {
-            "task": task,
-            "device": slot.device,
-            "config_hash": tracking.config_hash(params),
-            "data_hash": tracking.data_hash([splits_path, Path(patches_dir) / "index.tsv"]),
-        }
-        commit = tracking.git_commit()
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
+        tags = _run_tags(task, slot.device, params, [splits_path, Path(patches_dir) / "index.tsv"])
         run_id = tracking.open_trial_run(c, search, trial, flatten(p), tags)
-
-        def on_epoch(row: dict[str, float]) -> None:
-            step = int(row["epoch"])
-            tracking.log_epoch(c, run_id, {k: v for k, v in row.items() if k != "epoch"}, step)
-
         meta |= {"experiment": experiment, "trial": trial, "mlflow_run_id": run_id,
                  "task": task, "fold": fold, "data_hash": tags["data_hash"]}
         log.info("%s/%s on %s: %s, %d steps/epoch, %d train / %d val subjects", experiment,
                  trial, slot.device, p["network"]["name"], steps, len(train), len(val))
         try:
-            result = fit(model, loss, batches, steps, validate, p, metric, out, device, meta, on_epoch)
+            result = fit(model, loss, batches, steps, validate, p, metric, out, device, meta,
+                         _epoch_logger(c, run_id))
         except BaseException:
             tracking.finish_run(c, run_id, status="FAILED")
             raise
+    _finish_run(c, run_id, result, metric, out)
+    log.info("%s/%s: best %s=%.4f at epoch %d (%d epochs run)", experiment, trial, metric,
+             result.best.get(metric, math.nan), result.best_epoch, len(result.history))
+    return result
+
+
+def _metric(params: dict[str, Any], task: str) -> str:
+    """The validation metric to maximise: ``search.metric``, else the task's default."""
+    metric = str((params.get("search") or {}).get("metric") or default_metric(task))
+    if metric not in METRICS[task]:
+        raise InputError(f"search.metric {metric!r} is not produced by {task}; use {METRICS[task]}")
+    return metric
+
+
+def _fold(splits_path: str | Path, params: dict[str, Any]) -> tuple[int, list[str], list[str]]:
+    """Fold ``params["fold"]`` (default 0) of the split: its index, train and val subjects."""
+    splits = load_splits(splits_path, role="train")
+    fold = int(params.get("fold", 0))
+    if not 0 <= fold < len(splits["folds"]):
+        raise InputError(f"{splits_path}: fold {fold} requested, {len(splits['folds'])} available")
+    return fold, list(splits["folds"][fold]["train"]), list(splits["folds"][fold]["val"])
+
+
+def _loss_and_validator(
+    p: dict[str, Any], val_input: Any, meta: dict[str, Any], device: torch.device
+) -> tuple[nn.Module, Callable[[nn.Module], dict[str, float]]]:
+    """The trial's loss on ``device`` and its validation function (see :func:`_data`)."""
+    tr = p["training"]
+    amp = bool(tr["amp"])
+    if p["task"] == "segmentation":
+        loss = make_loss(p).to(device)
+        validate = segmentation_validator(val_input, loss, meta["roi_size"],
+                                          int(tr["sw_batch_size"]), float(tr["sw_overlap"]), amp)
+    else:
+        val_batches, weights = val_input
+        loss = make_loss(p, weights).to(device)
+        validate = classification_validator(val_batches, loss, amp)
+    return loss, validate
+
+
+def _run_tags(
+    task: str, device: str, params: dict[str, Any], data_files: list[str | Path]
+) -> dict[str, str]:
+    """MLflow tags of a trial run: task, device, config and data hashes, git commit."""
+    tags = {
+        "task": task,
+        "device": device,
+        "config_hash": tracking.config_hash(params),
+        "data_hash": tracking.data_hash(data_files),
+    }
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _epoch_logger(c: Any, run_id: str) -> Callable[[dict[str, float]], None]:
+    """``fit``'s ``on_epoch``: log a history row to the trial's MLflow run at step ``epoch``."""
+
+    def on_epoch(row: dict[str, float]) -> None:
+        step = int(row["epoch"])
+        tracking.log_epoch(c, run_id, {k: v for k, v in row.items() if k != "epoch"}, step)
+
+    return on_epoch
+
+
+def _finish_run(c: Any, run_id: str, result: FitResult, metric: str, out: Path) -> None:
+    """history.png, the best metrics logged and the trial's files attached; the run finished."""
     plot_history(result.history, metric, out / "history.png")
     best = {f"best_{k}": v for k, v in result.best.items() if not math.isnan(v)}
     tracking.log_epoch(c, run_id, best | {"best_epoch": float(result.best_epoch)}, result.best_epoch)
     tracking.finish_run(c, run_id, [out / "params.json", out / "history.png",
                                     out / "history.tsv", out / "val_metrics.json"])
-    log.info("%s/%s: best %s=%.4f at epoch %d (%d epochs run)", experiment, trial, metric,
-             result.best.get(metric, math.nan), result.best_epoch, len(result.history))
-    return result
 
 
 def cli_train(ns: argparse.Namespace) -> None:

@@ -173,6 +173,36 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+@dataclass
+class _Loop:
+    """What one :func:`fit` call trains with (fixed for the run)."""
+
+    model: nn.Module
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: bool
+    params: dict[str, Any]
+    metric: str
+    meta: dict[str, Any]
+    out_dir: Path
+
+
+@dataclass
+class _Progress:
+    """Where a run stands after each epoch (what ``last.pt`` saves and restores)."""
+
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0
+    best_epoch: int = 0
+    best_value: float = -math.inf
+    best: dict[str, float] = field(default_factory=dict)
+    done: bool = False
+
+
 def fit(
     model: nn.Module,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -209,105 +239,145 @@ def fit(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tr = params["training"]
-    epochs, patience = int(tr["epochs"]), int(tr["patience"])
-    val_every = max(1, int(tr["val_every"]))
+    epochs = int(tr["epochs"])
     amp = bool(tr.get("amp", True)) and device.type == "cuda"
     optimizer = make_optimizer(model, params["optimizer"])
     scheduler = make_scheduler(optimizer, tr, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    meta = dict(meta or {})
+    loop = _Loop(model, loss_fn, optimizer, scheduler, scaler, device, amp, params, metric,
+                 dict(meta or {}), out_dir)
+    progress = _Progress(best_state=_cpu_state(model))
+    _resume(loop, progress, epochs)
+    resumed_from = progress.epoch
 
-    history: list[dict[str, float]] = []
-    start, best_epoch, best_value = 0, 0, -math.inf
-    best: dict[str, float] = {}
-    best_state = _cpu_state(model)
-    done = False
-    last_path = out_dir / "last.pt"
-    if last_path.exists():
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        # Resume only an interrupted attempt on the same parameters and data. A finished trial
-        # that Snakemake runs again does so because an input changed: it trains afresh.
-        same_data = state.get("meta", {}).get("data_hash") == (meta or {}).get("data_hash")
-        if state.get("params") == params and same_data and not state.get("done"):
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-            start, history = int(state["epoch"]), list(state["history"])
-            best_epoch, best_value = int(state["best_epoch"]), float(state["best_value"])
-            best, best_state, done = dict(state["best"]), state["best_model"], bool(state["done"])
-            log.info("%s: resuming at epoch %d/%d from %s", out_dir.name, start + 1, epochs, last_path)
-        else:
-            log.warning("%s: finished, or its parameters or data changed; starting afresh", last_path)
-    resumed_from = start
-
-    epoch = start
-    while not done and epoch < epochs:
+    while not progress.done and progress.epoch < epochs:
         t0 = time.perf_counter()
-        model.train()
-        total = torch.zeros((), device=device)
-        n = 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not interactive())
-        for batch in train_batches(epoch):
-            total += train_step(model, batch, loss_fn, optimizer, scaler, device, amp)
-            scheduler.step()
-            n += 1
-            bar.update()
-            if n >= steps_per_epoch:
-                break
-        bar.close()
-        if n == 0:
-            raise InputError(f"{out_dir}: the training loader yielded no batch")
-        row: dict[str, float] = {
-            "epoch": float(epoch + 1),
-            "train_loss": float(total.item()) / n,
-            "val_loss": math.nan,
-            metric: math.nan,
-            "lr": float(optimizer.param_groups[0]["lr"]),
-        }
-        last_epoch = epoch + 1 == epochs
-        if (epoch + 1) % val_every == 0 or last_epoch:
-            model.eval()
-            scores = validate(model)
-            row["val_loss"], row[metric] = float(scores["val_loss"]), float(scores[metric])
-            if row[metric] > best_value:
-                best_value, best_epoch, best = row[metric], epoch + 1, dict(scores)
-                best_state = _cpu_state(model)
-                save_torch({"model": best_state, "params": params, "epoch": best_epoch,
-                            "metric": metric, "value": best_value, **meta},
-                           out_dir / "checkpoint.pt")
-            elif epoch + 1 - best_epoch >= patience:
-                done = True
-                log.info("early stopping at epoch %d (best %s=%.4f at epoch %d)",
-                         epoch + 1, metric, best_value, best_epoch)
-        history.append(row)
-        epoch += 1
-        done = done or epoch >= epochs
+        row = _train_epoch(loop, train_batches, steps_per_epoch, progress.epoch, epochs)
+        _validate_epoch(loop, validate, row, progress, tr)
+        progress.history.append(row)
+        progress.epoch += 1
+        progress.done = progress.done or progress.epoch >= epochs
         if on_epoch is not None:  # before last.pt: a resumed epoch re-logs identical values
             on_epoch(row | {"epoch_time_s": time.perf_counter() - t0})
-        save_torch({
-            "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng": _rng_state(), "epoch": epoch, "history": history, "params": params,
-            "best_epoch": best_epoch, "best_value": best_value, "best": best,
-            "best_model": best_state, "done": done, "meta": meta,
-        }, last_path)
-        write_history(history, out_dir / "history.tsv")
+        _save_last(loop, progress)
+        write_history(progress.history, out_dir / "history.tsv")
         log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f %s=%.4f lr=%.2e (%.1f s)",
-                 epoch, epochs, row["train_loss"], row["val_loss"], metric, row[metric],
+                 progress.epoch, epochs, row["train_loss"], row["val_loss"], metric, row[metric],
                  row["lr"], time.perf_counter() - t0)
+    return _finish(loop, progress, resumed_from, epochs)
 
+
+def _resume(loop: _Loop, progress: _Progress, epochs: int) -> None:
+    """Restore ``loop`` and ``progress`` from ``last.pt`` of an interrupted attempt, if any."""
+    last_path = loop.out_dir / "last.pt"
+    if not last_path.exists():
+        return
+    state = torch.load(last_path, map_location="cpu", weights_only=True)
+    # Resume only an interrupted attempt on the same parameters and data. A finished trial
+    # that Snakemake runs again does so because an input changed: it trains afresh.
+    same_data = state.get("meta", {}).get("data_hash") == loop.meta.get("data_hash")
+    if state.get("params") == loop.params and same_data and not state.get("done"):
+        loop.model.load_state_dict(state["model"])
+        loop.optimizer.load_state_dict(state["optimizer"])
+        loop.scheduler.load_state_dict(state["scheduler"])
+        loop.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        progress.epoch, progress.history = int(state["epoch"]), list(state["history"])
+        progress.best_epoch, progress.best_value = int(state["best_epoch"]), float(state["best_value"])
+        progress.best, progress.best_state = dict(state["best"]), state["best_model"]
+        progress.done = bool(state["done"])
+        log.info("%s: resuming at epoch %d/%d from %s", loop.out_dir.name, progress.epoch + 1,
+                 epochs, last_path)
+    else:
+        log.warning("%s: finished, or its parameters or data changed; starting afresh", last_path)
+
+
+def _train_epoch(
+    loop: _Loop,
+    train_batches: Callable[[int], Iterable[Batch]],
+    steps_per_epoch: int,
+    epoch: int,
+    epochs: int,
+) -> dict[str, float]:
+    """One epoch of optimiser steps; its history row (validation entries still NaN)."""
+    loop.model.train()
+    total = torch.zeros((), device=loop.device)
+    n = 0
+    bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+               disable=not interactive())
+    for batch in train_batches(epoch):
+        total += train_step(loop.model, batch, loop.loss_fn, loop.optimizer, loop.scaler,
+                            loop.device, loop.amp)
+        loop.scheduler.step()
+        n += 1
+        bar.update()
+        if n >= steps_per_epoch:
+            break
+    bar.close()
+    if n == 0:
+        raise InputError(f"{loop.out_dir}: the training loader yielded no batch")
+    return {
+        "epoch": float(epoch + 1),
+        "train_loss": float(total.item()) / n,
+        "val_loss": math.nan,
+        loop.metric: math.nan,
+        "lr": float(loop.optimizer.param_groups[0]["lr"]),
+    }
+
+
+def _validate_epoch(
+    loop: _Loop,
+    validate: Callable[[nn.Module], dict[str, float]],
+    row: dict[str, float],
+    progress: _Progress,
+    tr: dict[str, Any],
+) -> None:
+    """Validate when due (fills ``row``); keep the best weights in ``checkpoint.pt``; early stop."""
+    epoch, epochs, metric = progress.epoch, int(tr["epochs"]), loop.metric
+    last_epoch = epoch + 1 == epochs
+    if not ((epoch + 1) % max(1, int(tr["val_every"])) == 0 or last_epoch):
+        return
+    loop.model.eval()
+    scores = validate(loop.model)
+    row["val_loss"], row[metric] = float(scores["val_loss"]), float(scores[metric])
+    if row[metric] > progress.best_value:
+        progress.best_value, progress.best_epoch, progress.best = row[metric], epoch + 1, dict(scores)
+        progress.best_state = _cpu_state(loop.model)
+        save_torch({"model": progress.best_state, "params": loop.params, "epoch": progress.best_epoch,
+                    "metric": metric, "value": progress.best_value, **loop.meta},
+                   loop.out_dir / "checkpoint.pt")
+    elif epoch + 1 - progress.best_epoch >= int(tr["patience"]):
+        progress.done = True
+        log.info("early stopping at epoch %d (best %s=%.4f at epoch %d)",
+                 epoch + 1, metric, progress.best_value, progress.best_epoch)
+
+
+def _save_last(loop: _Loop, progress: _Progress) -> None:
+    """``last.pt``: everything an exact resumption needs, written after each epoch."""
+    save_torch({
+        "model": _cpu_state(loop.model), "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict(), "scaler": loop.scaler.state_dict(),
+        "rng": _rng_state(), "epoch": progress.epoch, "history": progress.history,
+        "params": loop.params, "best_epoch": progress.best_epoch,
+        "best_value": progress.best_value, "best": progress.best,
+        "best_model": progress.best_state, "done": progress.done, "meta": loop.meta,
+    }, loop.out_dir / "last.pt")
+
+
+def _finish(loop: _Loop, progress: _Progress, resumed_from: int, epochs: int) -> FitResult:
+    """Final checkpoint.pt, history.tsv and val_metrics.json; the :class:`FitResult`."""
+    history, metric, out_dir = progress.history, loop.metric, loop.out_dir
+    best_epoch, best_state, best = progress.best_epoch, progress.best_state, progress.best
     if best_epoch == 0:  # never validated a finite metric: keep the last weights
         log.warning("%s: no finite %s; checkpoint.pt holds the last epoch", out_dir, metric)
-        best_epoch, best_state = len(history), _cpu_state(model)
+        best_epoch, best_state = len(history), _cpu_state(loop.model)
         best = {metric: math.nan}
     # Rewritten at the end too: Snakemake deletes outputs of a failed attempt, last.pt survives.
-    save_torch({"model": best_state, "params": params, "epoch": best_epoch, "metric": metric,
-                "value": float(best.get(metric, math.nan)), **meta}, out_dir / "checkpoint.pt")
+    save_torch({"model": best_state, "params": loop.params, "epoch": best_epoch, "metric": metric,
+                "value": float(best.get(metric, math.nan)), **loop.meta}, out_dir / "checkpoint.pt")
     write_history(history, out_dir / "history.tsv")
     write_json(out_dir / "val_metrics.json",
                {**{k: float(v) for k, v in best.items()}, "epoch": best_epoch,
                 "epochs_run": len(history)})
     return FitResult(history, best_epoch, best, resumed_from, len(history) < epochs)
+

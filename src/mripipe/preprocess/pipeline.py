@@ -109,13 +109,7 @@ def _preprocess(
     """The body of :func:`preprocess_scan` (``p`` complete; ``timings`` filled as steps run)."""
     scan = out_dir.name
     rseed = derive_seed(seed, "preprocess", scan)
-    spacing = tuple(float(s) for s in target_spacing)
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise InputError(
-            f"{out_dir}: target spacing must be three positive numbers, got {target_spacing!r}"
-        )
-    if p["denoise"] not in intensity.DENOISE_METHODS:
-        raise InputError(f"{out_dir}: unknown denoise method {p['denoise']!r}")
+    spacing = _check_params(out_dir, p, target_spacing)
     t_start = time.perf_counter()
 
     with _timed(timings, "load"):
@@ -123,20 +117,83 @@ def _preprocess(
         lab = read_label(Path(label)) if label else None
     names = list(imgs)
     ref = names[0]
-    native_info = {
-        n: {
-            "size": list(im.GetSize()),
-            "spacing": [round(s, 4) for s in im.GetSpacing()],
-            "orientation": sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
-                im.GetDirection()
-            ),
-        }
-        for n, im in imgs.items()
-    }
+    native_info = {n: _native_info(im) for n, im in imgs.items()}
     if p["reorient"]:
         with _timed(timings, "reorient"):
             imgs = {n: sitk.DICOMOrient(im, "RAS") for n, im in imgs.items()}
+    native = _correct_intensities(imgs, p, timings)
+    work = {n: ch.denoised if ch.denoised is not None else ch.corrected for n, ch in native.items()}
+    with _timed(timings, "coregister"):
+        coreg = _coregister(work, native[ref].mask, names, p, rseed)
+    with _timed(timings, "register"):
+        to_template = _register(work[ref], p, rseed) if p["register"] else None
+    tx_ref: sitk.Transform = to_template if to_template is not None else sitk.AffineTransform(3)
 
+    with _timed(timings, "resample"):
+        grid = reference_grid(spacing)
+        resampled = _resample_channels(work, names, coreg, tx_ref, grid, p)
+        brain = (
+            to_array(
+                sitk.Resample(
+                    load_template().brainmask,
+                    grid,
+                    sitk.Transform(),
+                    sitk.sitkNearestNeighbor,
+                    0,
+                    sitk.sitkUInt8,
+                )
+            )
+            > 0
+        )
+        lab_arr = _resample_label(lab, grid, tx_ref, brain.shape)
+    with _timed(timings, "normalise"):
+        stack = _normalise(resampled, brain, p)
+    with _timed(timings, "write"):
+        _write_outputs(out_dir, stack, lab_arr, brain, grid, tx_ref)
+    with _timed(timings, "qc_png"):
+        save_qc_png(
+            stack, names, brain, lab_arr if lab is not None else None, out_dir / "qc.png", scan
+        )
+
+    qc = _qc_summary(scan, names, spacing, grid, native_info, p, brain, lab_arr)
+    if truth:
+        with _timed(timings, "truth"):
+            qc["truth"] = truth_metrics(
+                Path(truth), native, ref, to_template, coreg if p["coregister"] else {}
+            )
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    return _write_qc(out_dir / "qc.json", qc, timings)
+
+
+def _check_params(
+    out_dir: Path, p: dict[str, Any], target_spacing: tuple[float, float, float] | list[float]
+) -> tuple[float, ...]:
+    """The target spacing as three floats; bad spacing or denoise method is an InputError."""
+    spacing = tuple(float(s) for s in target_spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise InputError(
+            f"{out_dir}: target spacing must be three positive numbers, got {target_spacing!r}"
+        )
+    if p["denoise"] not in intensity.DENOISE_METHODS:
+        raise InputError(f"{out_dir}: unknown denoise method {p['denoise']!r}")
+    return spacing
+
+
+def _native_info(im: sitk.Image) -> dict[str, Any]:
+    """Size, spacing and orientation code of a native image (for qc.json)."""
+    return {
+        "size": list(im.GetSize()),
+        "spacing": [round(s, 4) for s in im.GetSpacing()],
+        "orientation": sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
+            im.GetDirection()
+        ),
+    }
+
+
+def _correct_intensities(
+    imgs: dict[str, sitk.Image], p: dict[str, Any], timings: dict[str, float]
+) -> dict[str, NativeChannel]:
+    """N4 bias correction (or a plain head mask), then denoising, of every native channel."""
     native: dict[str, NativeChannel] = {}
     with _timed(timings, "n4"):
         for n, im in imgs.items():
@@ -156,119 +213,136 @@ def _preprocess(
                 native[n] = NativeChannel(
                     bias=ch.bias, mask=ch.mask, corrected=ch.corrected, denoised=den
                 )
-    work = {n: ch.denoised if ch.denoised is not None else ch.corrected for n, ch in native.items()}
+    return native
 
+
+def _coregister(
+    work: dict[str, sitk.Image],
+    ref_mask: sitk.Image,
+    names: list[str],
+    p: dict[str, Any],
+    rseed: int,
+) -> dict[str, sitk.Transform]:
+    """Rigid transforms of the channels after the first onto the reference channel (identity
+    when ``coregister`` is off)."""
+    ref = names[0]
     coreg: dict[str, sitk.Transform] = {}
-    with _timed(timings, "coregister"):
-        if p["coregister"] and len(names) > 1:
-            fixed = registration.downsample(work[ref], float(p["coreg_spacing"]))
-            fmask = sitk.Resample(
-                native[ref].mask,
-                fixed,
-                sitk.Transform(),
-                sitk.sitkNearestNeighbor,
-                0,
-                sitk.sitkUInt8,
+    if p["coregister"] and len(names) > 1:
+        fixed = registration.downsample(work[ref], float(p["coreg_spacing"]))
+        fmask = sitk.Resample(
+            ref_mask,
+            fixed,
+            sitk.Transform(),
+            sitk.sitkNearestNeighbor,
+            0,
+            sitk.sitkUInt8,
+        )
+    for k, n in enumerate(names[1:]):
+        if p["coregister"]:
+            moving = registration.downsample(work[n], float(p["coreg_spacing"]))
+            coreg[n] = registration.rigid_register(
+                fixed, moving, p, rseed + 1 + k, fmask, "coreg", p["coreg_init"]
             )
-        for k, n in enumerate(names[1:]):
-            if p["coregister"]:
-                moving = registration.downsample(work[n], float(p["coreg_spacing"]))
-                coreg[n] = registration.rigid_register(
-                    fixed, moving, p, rseed + 1 + k, fmask, "coreg", p["coreg_init"]
-                )
-            else:
-                coreg[n] = sitk.Euler3DTransform()
-    to_template: sitk.Transform | None = None
-    with _timed(timings, "register"):
-        if p["register"]:
-            tfixed, tmask = registration.template_fixed(
-                float(p["template_spacing"]), float(p["template_mask_dilation_mm"])
-            )
-            moving = registration.downsample(work[ref], float(p["template_spacing"]))
-            to_template = registration.register_to_template(tfixed, moving, p, rseed, tmask)
-    tx_ref: sitk.Transform = to_template if to_template is not None else sitk.AffineTransform(3)
+        else:
+            coreg[n] = sitk.Euler3DTransform()
+    return coreg
 
-    with _timed(timings, "resample"):
-        grid = reference_grid(spacing)
-        interp = _INTERPOLATORS[p["interpolation"]]
-        resampled = []
-        for n in names:
-            tx = tx_ref if n == ref else registration.chain(tx_ref, coreg[n])
-            resampled.append(
-                to_array(sitk.Resample(work[n], grid, tx, interp, 0.0, sitk.sitkFloat32))
-            )
-        brain = (
-            to_array(
-                sitk.Resample(
-                    load_template().brainmask,
-                    grid,
-                    sitk.Transform(),
-                    sitk.sitkNearestNeighbor,
-                    0,
-                    sitk.sitkUInt8,
-                )
-            )
-            > 0
-        )
-        lab_arr = (
-            to_array(sitk.Resample(lab, grid, tx_ref, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16))
-            if lab is not None
-            else np.zeros(brain.shape, np.uint16)
-        )
-    with _timed(timings, "normalise"):
-        stack = np.stack(resampled).astype(np.float32)
-        for c in range(len(names)):
-            if p["normalise"]:
-                stack[c] = intensity.zscore_in_mask(
-                    stack[c], brain, zero_outside=bool(p["skull_strip"])
-                )
-            elif p["skull_strip"]:
-                stack[c][~brain] = 0
-    with _timed(timings, "write"):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_image(from_array(stack, grid), out_dir / "image.nii.gz")
-        write_image(from_array(lab_arr.astype(np.uint16), grid), out_dir / "label.nii.gz")
-        write_image(from_array(brain.astype(np.uint8), grid), out_dir / "brainmask.nii.gz")
-        _write_transform(tx_ref, out_dir / "transform.tfm")
-    with _timed(timings, "qc_png"):
-        save_qc_png(
-            stack, names, brain, lab_arr if lab is not None else None, out_dir / "qc.png", scan
-        )
 
-    qc: dict[str, Any] = {
+def _register(reference: sitk.Image, p: dict[str, Any], rseed: int) -> sitk.Transform:
+    """Rigid + affine registration of the reference channel to the template (template -> native)."""
+    tfixed, tmask = registration.template_fixed(
+        float(p["template_spacing"]), float(p["template_mask_dilation_mm"])
+    )
+    moving = registration.downsample(reference, float(p["template_spacing"]))
+    return registration.register_to_template(tfixed, moving, p, rseed, tmask)
+
+
+def _resample_channels(
+    work: dict[str, sitk.Image],
+    names: list[str],
+    coreg: dict[str, sitk.Transform],
+    tx_ref: sitk.Transform,
+    grid: sitk.Image,
+    p: dict[str, Any],
+) -> list[np.ndarray]:
+    """Every channel resampled onto ``grid`` through its chain of transforms, as float32 arrays."""
+    interp = _INTERPOLATORS[p["interpolation"]]
+    resampled = []
+    for n in names:
+        tx = tx_ref if n == names[0] else registration.chain(tx_ref, coreg[n])
+        resampled.append(to_array(sitk.Resample(work[n], grid, tx, interp, 0.0, sitk.sitkFloat32)))
+    return resampled
+
+
+def _resample_label(
+    lab: sitk.Image | None, grid: sitk.Image, tx_ref: sitk.Transform, shape: tuple[int, ...]
+) -> np.ndarray:
+    """The label on ``grid`` (nearest neighbour, uint16); zeros of ``shape`` without a label."""
+    if lab is None:
+        return np.zeros(shape, np.uint16)
+    return to_array(sitk.Resample(lab, grid, tx_ref, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16))
+
+
+def _normalise(resampled: list[np.ndarray], brain: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Stack the channels ``(C, X, Y, Z)``; z-score inside the brain and/or skull strip."""
+    stack = np.stack(resampled).astype(np.float32)
+    for c in range(len(resampled)):
+        if p["normalise"]:
+            stack[c] = intensity.zscore_in_mask(stack[c], brain, zero_outside=bool(p["skull_strip"]))
+        elif p["skull_strip"]:
+            stack[c][~brain] = 0
+    return stack
+
+
+def _write_outputs(
+    out_dir: Path,
+    stack: np.ndarray,
+    lab_arr: np.ndarray,
+    brain: np.ndarray,
+    grid: sitk.Image,
+    tx_ref: sitk.Transform,
+) -> None:
+    """image.nii.gz, label.nii.gz, brainmask.nii.gz and transform.tfm of one scan."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_image(from_array(stack, grid), out_dir / "image.nii.gz")
+    write_image(from_array(lab_arr.astype(np.uint16), grid), out_dir / "label.nii.gz")
+    write_image(from_array(brain.astype(np.uint8), grid), out_dir / "brainmask.nii.gz")
+    _write_transform(tx_ref, out_dir / "transform.tfm")
+
+
+def _qc_summary(
+    scan: str,
+    names: list[str],
+    spacing: tuple[float, ...],
+    grid: sitk.Image,
+    native_info: dict[str, dict[str, Any]],
+    p: dict[str, Any],
+    brain: np.ndarray,
+    lab_arr: np.ndarray,
+) -> dict[str, Any]:
+    """The qc.json entries known once the outputs are written (truth and timings come later)."""
+    steps = ("reorient", "n4", "denoise", "coregister", "register", "skull_strip", "normalise")
+    return {
         "scan": scan,
         "channels": names,
-        "reference": ref,
+        "reference": names[0],
         "target_spacing": list(spacing),
         "grid_size": list(grid.GetSize()),
         "native": native_info,
-        "steps": {
-            k: p[k]
-            for k in (
-                "reorient",
-                "n4",
-                "denoise",
-                "coregister",
-                "register",
-                "skull_strip",
-                "normalise",
-            )
-        },
+        "steps": {k: p[k] for k in steps},
         "brain_voxels": int(brain.sum()),
         "label_voxels": int((lab_arr > 0).sum()),
         "label_ids": sorted(int(v) for v in np.unique(lab_arr) if v > 0),
     }
-    if truth:
-        with _timed(timings, "truth"):
-            qc["truth"] = truth_metrics(
-                Path(truth), native, ref, to_template, coreg if p["coregister"] else {}
-            )
-    timings["total"] = round(time.perf_counter() - t_start, 3)
+
+
+def _write_qc(path: Path, qc: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    """Add the step timings to ``qc``, write it as qc.json and log them; return ``qc``."""
     qc["timings_s"] = timings
-    write_json(out_dir / "qc.json", qc)
+    write_json(path, qc)
     log.info(
         "%s preprocessed in %.1f s (%s)",
-        scan,
+        qc["scan"],
         timings["total"],
         ", ".join(f"{k} {v:.2f}" for k, v in timings.items()),
     )
