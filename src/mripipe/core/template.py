@@ -87,3 +87,19 @@ def reference_grid(spacing: tuple[float, float, float]) -> sitk.Image:
     origin_index = [(sp / s - 1) / 2 for s, sp in zip(t1.GetSpacing(), spacing, strict=True)]
     ref.SetOrigin(t1.TransformContinuousIndexToPhysicalPoint(origin_index))
     return ref
+
+
+def template_brainmask(spacing: tuple[float, float, float]) -> sitk.Image:
+    """The template brain mask on ``reference_grid(spacing)``: uint8 0/1, nearest neighbour.
+
+    The one copy of the mask on a grid: preprocessing skull-strips with it, registration
+    restricts its metric to it, QC measures mapping errors inside it.
+    """
+    return sitk.Resample(
+        load_template().brainmask,
+        reference_grid(spacing),
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        0,
+        sitk.sitkUInt8,
+    )

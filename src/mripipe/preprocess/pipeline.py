@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from mripipe.core.config import with_defaults
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, load_channels, read_label, to_array, write_image
-from mripipe.core.template import load_template, reference_grid
+from mripipe.core.template import reference_grid, template_brainmask
 from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
 from mripipe.preprocess import intensity, registration
 from mripipe.preprocess.qc import NativeChannel, save_qc_png, truth_metrics
@@ -132,19 +132,7 @@ def _preprocess(
     with _timed(timings, "resample"):
         grid = reference_grid(spacing)
         resampled = _resample_channels(work, names, coreg, tx_ref, grid, p)
-        brain = (
-            to_array(
-                sitk.Resample(
-                    load_template().brainmask,
-                    grid,
-                    sitk.Transform(),
-                    sitk.sitkNearestNeighbor,
-                    0,
-                    sitk.sitkUInt8,
-                )
-            )
-            > 0
-        )
+        brain = to_array(template_brainmask(spacing)) > 0
         lab_arr = _resample_label(lab, grid, tx_ref, brain.shape)
     with _timed(timings, "normalise"):
         stack = _normalise(resampled, brain, p)
@@ -167,16 +155,16 @@ def _preprocess(
 
 def _check_params(
     out_dir: Path, p: dict[str, Any], target_spacing: tuple[float, float, float] | list[float]
-) -> tuple[float, ...]:
+) -> tuple[float, float, float]:
     """The target spacing as three floats; bad spacing or denoise method is an InputError."""
-    spacing = tuple(float(s) for s in target_spacing)
+    spacing = [float(s) for s in target_spacing]
     if len(spacing) != 3 or min(spacing) <= 0:
         raise InputError(
             f"{out_dir}: target spacing must be three positive numbers, got {target_spacing!r}"
         )
     if p["denoise"] not in intensity.DENOISE_METHODS:
         raise InputError(f"{out_dir}: unknown denoise method {p['denoise']!r}")
-    return spacing
+    return spacing[0], spacing[1], spacing[2]
 
 
 def _native_info(im: sitk.Image) -> dict[str, Any]:
@@ -313,7 +301,7 @@ def _write_outputs(
 def _qc_summary(
     scan: str,
     names: list[str],
-    spacing: tuple[float, ...],
+    spacing: tuple[float, float, float],
     grid: sitk.Image,
     native_info: dict[str, dict[str, Any]],
     p: dict[str, Any],

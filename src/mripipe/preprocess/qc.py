@@ -27,7 +27,7 @@ import SimpleITK as sitk
 
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_image, to_array
-from mripipe.core.template import load_template, reference_grid
+from mripipe.core.template import reference_grid, template_brainmask
 from mripipe.core.utils import atomic_path, read_json
 from mripipe.preprocess.registration import chain, displacement
 
@@ -153,14 +153,7 @@ def truth_metrics(
     }
     out: dict[str, Any] = {}
     grid = reference_grid((ERROR_GRID_MM,) * 3)
-    brain = (
-        to_array(
-            sitk.Resample(
-                load_template().brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor
-            )
-        )
-        > 0
-    )
+    brain = to_array(template_brainmask((ERROR_GRID_MM,) * 3)) > 0
     if to_template is not None and reference in true_tx:
         out["template_error_mm"] = mapping_error_mm(to_template, true_tx[reference], grid, brain)
     if coreg and reference in true_tx:

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mripipe.core.errors import InputError
-from mripipe.core.template import load_template, reference_grid
+from mripipe.core.template import load_template, reference_grid, template_brainmask
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +243,7 @@ def template_fixed(spacing: float, dilation_mm: float) -> tuple[sitk.Image, sitk
     tpl = load_template()
     grid = reference_grid((spacing,) * 3)
     fixed = sitk.Resample(tpl.t1, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    mask = sitk.Resample(
-        tpl.brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
-    )
+    mask = template_brainmask((spacing,) * 3)
     radius = int(round(dilation_mm / spacing))
     if radius > 0:
         mask = sitk.BinaryDilate(mask, [radius] * 3)

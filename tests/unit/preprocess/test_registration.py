@@ -6,7 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mripipe.core.imageio import to_array
-from mripipe.core.template import load_template, reference_grid
+from mripipe.core.template import load_template, reference_grid, template_brainmask
 from mripipe.preprocess import registration
 from mripipe.preprocess.qc import mapping_error_mm
 
@@ -22,9 +22,7 @@ def _fixed(spacing: float = 4.0) -> tuple[sitk.Image, np.ndarray]:
     tpl = load_template()
     grid = reference_grid((spacing,) * 3)
     img = sitk.Resample(tpl.t1, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    brain = (
-        to_array(sitk.Resample(tpl.brainmask, grid, sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
-    )
+    brain = to_array(template_brainmask((spacing,) * 3)) > 0
     return img, brain
 
 
