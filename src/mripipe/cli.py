@@ -54,7 +54,7 @@ def command_module(command: str) -> str:
 
 
 def _data_commands(sub: Any) -> None:
-    """Subcommands of the data stages: phantom, manifest."""
+    """Subcommands of the data stages: phantom, dicom, manifest, validate."""
     p = sub.add_parser("phantom", help="generate the built-in phantom BIDS cohort")
     _common(p)
     p.add_argument("--out", required=True, help="BIDS root to create (must not exist yet)")
@@ -62,13 +62,29 @@ def _data_commands(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=_run("data.phantom", "cli_phantom"))
 
-    p = sub.add_parser("manifest", help="index a BIDS dataset into results/manifest.tsv")
+    p = sub.add_parser("dicom", help="convert a folder of DICOM studies with dcm2niix (a cache)")
     _common(p)
-    p.add_argument("--root", required=True)
-    p.add_argument("--channels", nargs="+", required=True)
-    p.add_argument("--label", required=True, help="derivatives folder with lesion masks")
+    p.add_argument("--root", required=True, help="the DICOM folder (only read)")
+    p.add_argument("--out", required=True, help="results/dicom")
+    p.set_defaults(func=_run("data.dicom", "cli_dicom"))
+
+    p = sub.add_parser("manifest", help="index a dataset (data.source) into results/manifest.tsv")
+    _common(p)
+    p.add_argument("--root", default=None, help="overrides data.root")
+    p.add_argument("--channels", nargs="+", default=None, help="overrides data.channels")
+    p.add_argument("--label", default=None, help="overrides data.label")
+    p.add_argument("--dicom-cache", default=None, help="results/dicom (data.source: dicom)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run("data.manifest", "cli_manifest"))
+
+    p = sub.add_parser("validate", help="check every file of the manifest up front")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--needs", nargs="*", default=[], choices=["label", "class"],
+                   help="what the experiments need of every scan")
+    p.add_argument("--out", required=True, help="results/validation.tsv")
+    p.add_argument("--valid", required=True, help="results/manifest.valid.tsv (the valid scans)")
+    p.set_defaults(func=_run("data.validate", "cli_validate"))
 
 
 def _preprocess_commands(sub: Any) -> None:

@@ -33,7 +33,7 @@ def test_sessions_channels_labels_classes(tmp_path: Path) -> None:
     _session_tree(root)
     out = tmp_path / "results" / "manifest.tsv"
     table = build_manifest(root, ["T1w", "FLAIR"], "lesions", out)
-    assert list(table.columns) == ["subject", "session", "scan", "T1w", "FLAIR", "label", "class", "truth"]
+    assert list(table.columns) == ["subject", "session", "scan", "T1w", "FLAIR", "label", "class", "truth", "source"]
     assert list(table["scan"]) == ["sub-001_ses-01", "sub-002_ses-01", "sub-002_ses-02"]  # sorted
     row = table.iloc[0]
     assert row["T1w"] == str(root / "sub-001" / "ses-01" / "anat" / "sub-001_ses-01_T1w.nii.gz")
@@ -50,7 +50,7 @@ def test_relative_root_gives_relative_paths(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     table = build_manifest("data/bids", ["T1w"], "lesions")
     assert table.loc[0, "T1w"] == "data/bids/sub-001/ses-01/anat/sub-001_ses-01_T1w.nii.gz"
-    assert list(table.columns) == ["subject", "session", "scan", "T1w", "label", "class", "truth"]
+    assert list(table.columns) == ["subject", "session", "scan", "T1w", "label", "class", "truth", "source"]
 
 
 def test_without_sessions_and_without_labels(tmp_path: Path) -> None:

@@ -1,0 +1,184 @@
+"""``mripipe validate``: every file of the manifest checked up front, every problem listed at once.
+
+Each file is opened once and decompressed in full (:func:`mripipe.data.inspect.inspect_file`);
+then the dataset-level checks run: plausible spacing (absolute range and against the dataset
+median of the channel), the label on its image's physical grid, label values integers among the
+declared labels, every channel (and label / class where an experiment needs them) present, no
+ambiguous duplicates (from the adapter). Problems go to ``results/validation.tsv`` (scan, file,
+check, detail, severity) and to the log, one line each naming the file. Valid scans go to
+``results/manifest.valid.tsv`` (the scan list of everything downstream); with
+``data.on_invalid: fail`` any invalid scan stops the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from mripipe.core.config import with_defaults
+from mripipe.core.errors import InputError
+from mripipe.core.utils import atomic_path, read_json
+from mripipe.data.index import Problem
+from mripipe.data.inspect import FileInfo, inspect_file
+from mripipe.data.manifest import channel_columns, read_manifest
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["scan", "file", "check", "detail", "severity"]
+CHECKS = ("missing", "duplicate", "readable", "dimension", "pixel_type", "finite", "constant",
+          "direction", "spacing", "grid", "label_values", "class", "preprocess")
+
+
+def _open_all(table: pd.DataFrame, channels: list[str]) -> dict[str, FileInfo]:
+    """Inspect every distinct file of the manifest once (a 4-D file named by n channels: n volumes)."""
+    wanted: dict[str, tuple[int, bool]] = {}
+    for _, row in table.iterrows():
+        paths = [row[c] for c in channels if row[c]]
+        for p in paths:
+            wanted[p] = (paths.count(p), False)
+        if row.get("label", ""):
+            wanted[row["label"]] = (1, True)
+    return {p: inspect_file(p, n, label) for p, (n, label) in tqdm(wanted.items(), desc="validate", unit="file", mininterval=5)}
+
+
+def _spacing_problems(table: pd.DataFrame, channels: list[str], infos: dict[str, FileInfo],
+                      p: dict[str, Any]) -> list[Problem]:
+    """Voxel sizes outside ``spacing_range_mm`` or beyond ``spacing_ratio`` x the channel's median."""
+    lo, hi = p["spacing_range_mm"]
+    ratio = float(p["spacing_ratio"])
+    out = []
+    for ch in channels:
+        files = {row[ch]: row["scan"] for _, row in table.iterrows() if row[ch] and infos[row[ch]].ok}
+        if not files:
+            continue
+        largest = {f: float(infos[f].spacing.max()) for f in files}
+        smallest = {f: float(infos[f].spacing.min()) for f in files}
+        med_hi, med_lo = float(np.median(list(largest.values()))), float(np.median(list(smallest.values())))
+        for f, scan in files.items():
+            sp = ", ".join(f"{s:.3g}" for s in infos[f].spacing)
+            if smallest[f] < lo or largest[f] > hi:
+                out.append(Problem(scan, f, "spacing", f"voxel size ({sp}) mm outside [{lo:g}, {hi:g}] mm"))
+            elif not (med_hi / ratio <= largest[f] <= med_hi * ratio and med_lo / ratio <= smallest[f] <= med_lo * ratio):
+                out.append(Problem(scan, f, "spacing", f"voxel size ({sp}) mm is more than {ratio:g}x off the {ch} median ({med_lo:.3g}-{med_hi:.3g} mm)"))
+    return out
+
+
+def _corners(info: FileInfo) -> np.ndarray:
+    idx = np.array([[i, j, k, 1.0] for i in (-0.5, info.shape[0] - 0.5) for j in (-0.5, info.shape[1] - 0.5)
+                    for k in (-0.5, info.shape[2] - 0.5)])
+    return (info.affine @ idx.T).T[:, :3]
+
+
+def _label_problems(scan: str, label: FileInfo, image: FileInfo | None, labels: dict[int, str] | None,
+                    p: dict[str, Any]) -> list[Problem]:
+    """The label on its image's grid; its values integers among the declared labels."""
+    out = []
+    f = str(label.path)
+    if image is not None and image.ok:
+        # the same voxels in space, whatever the axis order (dcm2niix may flip an axis)
+        same_size = sorted(label.shape) == sorted(image.shape)
+        a, b = _corners(label), _corners(image)
+        gap = float(np.linalg.norm(a[:, None] - b[None], axis=2).min(axis=1).max()) if same_size else np.inf
+        steps = [min(np.abs(np.abs(label.affine[:3, i] @ image.affine[:3, :3]) - image.spacing**2)) for i in range(3)]
+        gap = max(gap, float(max(steps)))  # the same voxel steps, up to order and sign
+        if gap > float(p["grid_tolerance_mm"]):
+            what = f"shape {label.shape} vs {image.shape}" if not same_size else f"corners up to {gap:.3g} mm apart"
+            if p["resample_labels"]:
+                out.append(Problem(scan, f, "grid", f"not on the grid of {image.path.name} ({what}); resampled (data.resample_labels)", "warning"))
+            else:
+                out.append(Problem(scan, f, "grid", f"not on the grid of {image.path.name} ({what}); never resampled silently (data.resample_labels)"))
+    values = label.values if label.values is not None else np.array([])
+    if values.size and (np.any(np.mod(values, 1) != 0) or values.min() < 0):
+        bad = [float(v) for v in values if v < 0 or v % 1][:5]
+        out.append(Problem(scan, f, "label_values", f"label values must be non-negative integers (found {bad})"))
+    elif labels is not None and values.size:
+        extra = sorted(int(v) for v in values if int(v) not in labels)
+        if extra:
+            out.append(Problem(scan, f, "label_values", f"values {extra[:10]} are not among the declared labels {sorted(labels)}"))
+    return out
+
+
+def _row_problems(row: pd.Series, channels: list[str], infos: dict[str, FileInfo], meta: dict[str, Any],
+                  needs: Sequence[str], p: dict[str, Any], manifest: Path) -> list[Problem]:
+    scan = row["scan"]
+    out = []
+    for f in dict.fromkeys(row[c] for c in channels if row[c]):
+        out += [Problem(scan, f, check, detail) for check, detail in infos[f].issues]
+    if row.get("label", ""):
+        label = infos[row["label"]]
+        out += [Problem(scan, row["label"], check, detail) for check, detail in label.issues]
+        ref = infos.get(row[channels[0]]) if row[channels[0]] else None
+        if label.ok:
+            declared = meta.get("labels")
+            out += _label_problems(scan, label, ref, None if declared is None else {int(k): v for k, v in declared.items()}, p)
+    elif "label" in needs:
+        out.append(Problem(scan, str(manifest), "missing", "no label map (a segmentation experiment needs one)"))
+    if "class" in needs and not row.get("class", ""):
+        where = meta.get("class_file") or str(manifest)
+        out.append(Problem(scan, where, "class", f"no class for {row['subject']} (data.class_column; a classification experiment needs one)"))
+    return out
+
+
+def validate(manifest: str | Path, params: dict[str, Any] | None, out: str | Path, valid: str | Path,
+             needs: Sequence[str] = ()) -> pd.DataFrame:
+    """Check every file of ``manifest``; write the problems and the manifest of valid scans.
+
+    Args:
+        manifest: ``results/manifest.tsv`` (``manifest.json`` beside it: declared labels and the
+            adapter's missing/ambiguous files).
+        params: the ``data:`` config section (on_invalid, resample_labels, spacing, tolerance).
+        out: ``results/validation.tsv``.
+        valid: ``results/manifest.valid.tsv``: the rows of the scans without an error.
+        needs: ``label`` and/or ``class`` when an experiment needs them of every scan.
+
+    Returns:
+        The problems (columns :data:`COLUMNS`), errors and warnings.
+
+    Raises:
+        InputError: ``on_invalid: fail`` and some scan is invalid, or no scan is valid.
+    """
+    p = with_defaults("data", params)
+    manifest = Path(manifest)
+    table = read_manifest(manifest)
+    channels = channel_columns(table)
+    meta_path = manifest.with_suffix(".json")
+    meta = dict(read_json(meta_path)) if meta_path.is_file() else {}
+    problems = [Problem(**q) for q in meta.get("problems", [])]
+    infos = _open_all(table, channels)
+    for _, row in table.iterrows():
+        problems += _row_problems(row, channels, infos, meta, needs, p, manifest)
+    problems += _spacing_problems(table, channels, infos, p)
+    return _write(table, problems, p, Path(out), Path(valid), len(infos))
+
+
+def _write(table: pd.DataFrame, problems: list[Problem], p: dict[str, Any], out: Path, valid: Path,
+           n_files: int) -> pd.DataFrame:
+    found = pd.DataFrame([asdict(q) for q in problems], columns=COLUMNS).sort_values(["scan", "file", "check"], kind="stable")
+    with atomic_path(out) as tmp:
+        found.to_csv(tmp, sep="\t", index=False)
+    for q in found.itertuples():
+        (log.error if q.severity == "error" else log.warning)("%s: %s: %s (scan %s)", q.file, q.check, q.detail, q.scan)
+    invalid = sorted(set(found.loc[found["severity"] == "error", "scan"]))
+    kept = table[~table["scan"].isin(invalid)]
+    log.info("validate: %d files of %d scans; %d invalid scan(s)%s", n_files, len(table), len(invalid),
+             f": {', '.join(invalid)}" if invalid else "")
+    if invalid and p["on_invalid"] == "fail":
+        raise InputError(f"{out}: {len(invalid)} invalid scan(s) ({', '.join(invalid)}); data.on_invalid is fail")
+    if kept.empty:
+        raise InputError(f"{out}: no valid scan left ({len(invalid)} invalid)")
+    with atomic_path(valid) as tmp:
+        kept.to_csv(tmp, sep="\t", index=False)
+    return found
+
+
+def cli_validate(ns: argparse.Namespace) -> None:
+    """Adapter for ``mripipe validate``."""
+    validate(ns.manifest, ns.params, ns.out, ns.valid, ns.needs)
