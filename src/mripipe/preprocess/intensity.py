@@ -19,10 +19,22 @@ from mripipe.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: Time step of 3-D anisotropic diffusion: 1 / 2**(N + 1). ITK differentiates in physical units
-#: (stable below min spacing / 2**(N + 1), 0.094 at 1.5 mm), but the curvature filter warns above
-#: 0.0625, and larger steps measured worse on the phantom's FLAIR (1.5 x 1.5 x 3 mm).
+#: Largest time step of 3-D anisotropic diffusion: 1 / 2**(N + 1). ITK differentiates in physical
+#: units (stable below min spacing / 2**(N + 1), 0.094 at 1.5 mm), but the curvature filter warns
+#: above 0.0625, and larger steps measured worse on the phantom's FLAIR (1.5 x 1.5 x 3 mm).
 DIFFUSION_TIME_STEP = 0.0625
+
+
+def diffusion_time_step(img: sitk.Image) -> float:
+    """The anisotropic-diffusion time step for ``img``'s spacing: min spacing / 2**(N + 1), at most
+    :data:`DIFFUSION_TIME_STEP`.
+
+    A fixed 0.0625 is unstable below 1 mm: on a 0.5 mm sphere phantom (sigma 15) it took the PSNR
+    from 22.5 dB (noisy) down to 20.5 dB with negative-going overshoots; 0.03125 gives 32.5 dB,
+    the same as 0.0625 at 1 mm (the filter is then invariant to the voxel size).
+    """
+    dim = img.GetDimension()
+    return min(DIFFUSION_TIME_STEP, min(img.GetSpacing()) / 2 ** (dim + 1))
 DENOISE_METHODS = ("none", "curvature", "gradient", "nlm", "median", "gaussian")
 N4_FIT_MASKS = ("tissue", "head")
 
@@ -185,7 +197,7 @@ def denoise(img: sitk.Image, method: str, params: dict[str, Any]) -> sitk.Image:
              else sitk.GradientAnisotropicDiffusionImageFilter())
         f.SetNumberOfIterations(int(params.get("curvature_iterations", 2)))
         f.SetConductanceParameter(float(params.get("curvature_conductance", 5.0)))
-        f.SetTimeStep(DIFFUSION_TIME_STEP)
+        f.SetTimeStep(diffusion_time_step(img))
         return f.Execute(img)
     if method == "gaussian":
         return sitk.SmoothingRecursiveGaussian(
