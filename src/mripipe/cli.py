@@ -88,7 +88,7 @@ def _data_commands(sub: Any) -> None:
 
 
 def _preprocess_commands(sub: Any) -> None:
-    """Subcommands of preprocessing: fingerprint, preprocess, qc-table."""
+    """Subcommands of preprocessing: fingerprint, preprocess, ready, qc-table."""
     p = sub.add_parser("fingerprint", help="dataset fingerprint: target spacing (nnU-Net rule)")
     _common(p)
     p.add_argument("--manifest", required=True)
@@ -108,7 +108,16 @@ def _preprocess_commands(sub: Any) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="master seed (registration sampling)")
-    p.set_defaults(func=_run("preprocess.pipeline", "cli_preprocess"))
+    p.set_defaults(func=_run("preprocess.status", "cli_preprocess_recorded"))
+
+    p = sub.add_parser("ready", help="the scans that made it through preprocessing, and those that did not")
+    _common(p)
+    p.add_argument("--manifest", required=True, help="results/manifest.valid.tsv")
+    p.add_argument("--validation", required=True, help="results/validation.tsv")
+    p.add_argument("--preprocessed", required=True, help="results/preprocessed")
+    p.add_argument("--out", required=True, help="results/manifest.ready.tsv")
+    p.add_argument("--excluded", required=True, help="results/excluded.tsv")
+    p.set_defaults(func=_run("preprocess.status", "cli_ready"))
 
     p = sub.add_parser("qc-table", help="gather per-scan qc.json into a table and a plot")
     _common(p)
@@ -207,6 +216,7 @@ def _infer_evaluate_commands(sub: Any) -> None:
     p = sub.add_parser("summarise", help="headline metrics of every experiment")
     _common(p)
     p.add_argument("--metrics", nargs="+", required=True, help="results/{experiment}/eval/metrics.json")
+    p.add_argument("--excluded", default=None, help="results/excluded.tsv (scans left out, and why)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run("evaluate.summarise", "cli_summarise"))
 

@@ -18,6 +18,16 @@ SEED = config["seed"]
 EXPERIMENTS = sorted(config["experiments"])
 SOURCE = config["data"]["source"]
 AUTO_SPACING = config["preprocess"]["spacing"] == "auto"
+# What the experiments need of every scan (validate marks a scan without it invalid).
+TASKS = {e["task"] for e in config["experiments"].values()}
+NEEDS = " ".join(n for n, t in (("label", "segmentation"), ("class", "classification")) if t in TASKS)
+# The scans that passed validation and preprocessing: what split, patches, training, prediction
+# and evaluation read (results/manifest.tsv keeps every scan; results/excluded.tsv says why not).
+MANIFEST = "results/manifest.ready.tsv"
+
+
+wildcard_constraints:
+    scan="[^/.]+",
 
 
 def code(command):
@@ -37,9 +47,23 @@ def manifest_table():
     return pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
 
 
+def manifest_files(wildcards=None):
+    """Every raw file the manifest names: replacing one re-validates."""
+    table = manifest_table()
+    cols = [*channel_columns(table), "label"]
+    return sorted({v for c in cols if c in table.columns for v in table[c] if v})
+
+
+def valid_scans(wildcards=None):
+    """The scans validation kept (a checkpoint)."""
+    tsv = checkpoints.validate.get().output.valid
+    return sorted(pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)["scan"])
+
+
 def scans(wildcards=None):
-    """Every scan of the manifest."""
-    return sorted(manifest_table()["scan"])
+    """The scans that made it through validation and preprocessing (a checkpoint)."""
+    tsv = checkpoints.ready.get().output.tsv
+    return sorted(pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)["scan"])
 
 
 def scan_row(wildcards):
@@ -80,7 +104,13 @@ def spacing_args(wildcards):
 
 
 def preprocessed(wildcards=None):
-    return expand("results/preprocessed/{scan}/image.nii.gz", scan=scans())
+    """The preprocessed folders of the ready scans."""
+    return expand("results/preprocessed/{scan}", scan=scans())
+
+
+def attempted(wildcards=None):
+    """The preprocessed folders of every valid scan (each ends with a status.json)."""
+    return expand("results/preprocessed/{scan}", scan=valid_scans())
 
 
 def qc_files(wildcards=None):

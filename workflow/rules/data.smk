@@ -23,11 +23,33 @@ if SOURCE == "phantom":
             "--params {params.cfg:q} --log {log}"
 
 
+if SOURCE == "dicom":
+
+    rule dicom:
+        input:
+            code=code("dicom"),
+        output:
+            # the converted series (NIfTI + JSON sidecars): a cache, never written into data.root
+            directory("results/dicom"),
+        params:
+            root=config["data"]["root"],
+        log:
+            "logs/dicom.log",
+        shell:
+            "mripipe dicom --root {params.root} --out {output} --log {log}"
+
+
 def dataset_index(wildcards):
-    """The phantom folder (its rule's output), or a user's participants table when present."""
+    """What the manifest indexes besides the folder: the phantom folder (its rule's output), the
+    DICOM cache, dataset.json (msd, nnunet), the table, or a BIDS participants table."""
+    root = Path(config["data"]["root"])
     if SOURCE == "phantom":
-        return [config["data"]["root"]]
-    path = Path(config["data"]["root"]) / "participants.tsv"
+        return [str(root)]
+    if SOURCE == "dicom":
+        table = config["data"]["dicom"]["table"]
+        return ["results/dicom"] + ([str(root / table)] if table else [])
+    path = {"msd": root / "dataset.json", "nnunet": root / "dataset.json",
+            "table": root / config["data"]["table"]["path"]}.get(SOURCE, root / "participants.tsv")
     return [str(path)] if path.is_file() else []
 
 
@@ -37,14 +59,36 @@ checkpoint manifest:
         code=code("manifest"),
     output:
         tsv="results/manifest.tsv",
+        meta="results/manifest.json",
     params:
-        root=config["data"]["root"],
-        channels=config["data"]["channels"],
-        label=config["data"]["label"],
+        cfg=section("data"),
+        dicom="--dicom-cache results/dicom" if SOURCE == "dicom" else "",
     log:
         "logs/manifest.log",
     benchmark:
         "benchmarks/manifest.tsv"
     shell:
-        "mripipe manifest --root {params.root} --channels {params.channels} "
-        "--label {params.label} --out {output.tsv} --log {log}"
+        "mripipe manifest --params {params.cfg:q} {params.dicom} --out {output.tsv} --log {log}"
+
+
+# Every file opened once: invalid scans are listed in validation.tsv and left out of
+# manifest.valid.tsv (data.on_invalid: exclude), or stop the run here (fail).
+checkpoint validate:
+    input:
+        manifest="results/manifest.tsv",
+        meta="results/manifest.json",
+        files=manifest_files,
+        code=code("validate"),
+    output:
+        tsv="results/validation.tsv",
+        valid="results/manifest.valid.tsv",
+    params:
+        cfg=section("data"),
+        needs=f"--needs {NEEDS}" if NEEDS else "",
+    log:
+        "logs/validate.log",
+    benchmark:
+        "benchmarks/validate.tsv"
+    shell:
+        "mripipe validate --manifest {input.manifest} --params {params.cfg:q} {params.needs} "
+        "--out {output.tsv} --valid {output.valid} --log {log}"

@@ -6,7 +6,7 @@ rule evaluate:
         predictions="results/{experiment}/predictions",
         selected="results/{experiment}/selected.json",
         splits="results/splits.json",
-        manifest="results/manifest.tsv",
+        manifest=MANIFEST,
         code=code("evaluate"),
     output:
         report(
@@ -32,6 +32,7 @@ rule evaluate:
 rule summarise:
     input:
         evals=expand("results/{experiment}/eval", experiment=EXPERIMENTS),
+        excluded="results/excluded.tsv",
         code=code("summarise"),
     output:
         json=report("results/summary.json", caption="../report/summary.rst", category="Summary"),
@@ -40,4 +41,4 @@ rule summarise:
     log:
         "logs/summarise.log",
     shell:
-        "mripipe summarise --metrics {params.metrics} --out {output.json} --log {log}"
+        "mripipe summarise --metrics {params.metrics} --excluded {input.excluded} --out {output.json} --log {log}"

@@ -5,7 +5,7 @@ rule predict:
     input:
         selected="results/{experiment}/selected.json",
         splits="results/splits.json",
-        manifest="results/manifest.tsv",
+        manifest=MANIFEST,
         images=preprocessed,
         classes="results/patches/classes.json",
         code=code("predict"),

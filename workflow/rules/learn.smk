@@ -4,7 +4,7 @@
 
 rule split:
     input:
-        manifest="results/manifest.tsv",
+        manifest=MANIFEST,
         code=code("split"),
     output:
         json="results/splits.json",
@@ -21,7 +21,7 @@ rule split:
 
 rule patches:
     input:
-        manifest="results/manifest.tsv",
+        manifest=MANIFEST,
         splits="results/splits.json",
         images=preprocessed,
         code=code("patches"),
@@ -66,7 +66,7 @@ rule train:
     input:
         index="results/patches/index.tsv",
         splits="results/splits.json",
-        manifest="results/manifest.tsv",
+        manifest=MANIFEST,
         search="results/{experiment}/search.json",
         code=code("train"),
     output:

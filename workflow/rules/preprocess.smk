@@ -3,7 +3,7 @@
 
 rule fingerprint:
     input:
-        manifest="results/manifest.tsv",
+        manifest="results/manifest.valid.tsv",
         code=code("fingerprint"),
     output:
         json="results/fingerprint.json",
@@ -24,12 +24,9 @@ rule preprocess:
         unpack(spacing_inputs),
         code=code("preprocess"),
     output:
-        image="results/preprocessed/{scan}/image.nii.gz",
-        label="results/preprocessed/{scan}/label.nii.gz",
-        brainmask="results/preprocessed/{scan}/brainmask.nii.gz",
-        transform="results/preprocessed/{scan}/transform.tfm",
-        qc_json="results/preprocessed/{scan}/qc.json",
-        qc_png="results/preprocessed/{scan}/qc.png",
+        # image.nii.gz, label.nii.gz, brainmask.nii.gz, transform.tfm, qc.json, qc.png and
+        # status.json; a scan that fails keeps only status.json (why) and does not block others
+        directory("results/preprocessed/{scan}"),
     params:
         cfg=section("preprocess"),
         scan=scan_args,
@@ -48,14 +45,32 @@ rule preprocess:
         "--out-dir {params.out_dir} --log {log}"
 
 
+checkpoint ready:
+    input:
+        scans=attempted,
+        valid="results/manifest.valid.tsv",
+        validation="results/validation.tsv",
+        code=code("ready"),
+    output:
+        tsv=MANIFEST,
+        excluded="results/excluded.tsv",
+    log:
+        "logs/ready.log",
+    shell:
+        "mripipe ready --manifest {input.valid} --validation {input.validation} "
+        "--preprocessed results/preprocessed --out {output.tsv} --excluded {output.excluded} --log {log}"
+
+
 rule qc_table:
     input:
-        qc=qc_files,
+        scans=preprocessed,
         code=code("qc-table"),
     output:
         tsv="results/preprocessed/qc.tsv",
         plot=report("results/preprocessed/qc.png", caption="../report/qc.rst", category="Preprocessing"),
+    params:
+        qc=qc_files,
     log:
         "logs/qc_table.log",
     shell:
-        "mripipe qc-table --qc {input.qc} --out {output.tsv} --plot {output.plot} --log {log}"
+        "mripipe qc-table --qc {params.qc} --out {output.tsv} --plot {output.plot} --log {log}"

@@ -48,16 +48,29 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def summarise(metrics_paths: Sequence[Path], out: Path) -> dict[str, dict[str, Any]]:
+def excluded_scans(path: Path) -> dict[str, Any]:
+    """``results/excluded.tsv`` (scan, stage, check, reason) as the summary's ``excluded`` entry:
+    how many scans did not make it, by stage, and why (one line per scan)."""
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    why = {scan: "; ".join(f"{r.stage}/{r.check}: {r.reason}" for r in rows.itertuples())
+           for scan, rows in table.groupby("scan", sort=True)}
+    stages = table.drop_duplicates("scan")["stage"].value_counts()
+    return {"n_scans": len(why), "by_stage": {str(k): int(v) for k, v in stages.items()}, "scans": why}
+
+
+def summarise(metrics_paths: Sequence[Path], out: Path, excluded: Path | None = None) -> dict[str, dict[str, Any]]:
     """Gather the headline metrics of every experiment into one JSON file.
 
     Args:
         metrics_paths: ``results/{experiment}/eval/metrics.json`` files; the experiment is the
             name of the folder above ``eval/``.
         out: ``results/summary.json``.
+        excluded: ``results/excluded.tsv``: adds ``excluded`` (scans left out, by stage, why).
 
     Returns:
-        ``{experiment: {metric: value, ...}}`` as written.
+        ``{experiment: {metric: value, ...}}`` (and ``excluded``) as written.
     """
     summary: dict[str, dict[str, Any]] = {}
     for path in map(Path, metrics_paths):
@@ -68,6 +81,8 @@ def summarise(metrics_paths: Sequence[Path], out: Path) -> dict[str, dict[str, A
             summary[path.parent.parent.name] = headline(metrics)
         except ValueError as exc:
             raise InputError(f"{path}: {exc}") from None
+    if excluded is not None:
+        summary["excluded"] = excluded_scans(Path(excluded))
     write_json(out, json_safe(summary))
     log.info("headline metrics of %d experiments -> %s", len(summary), out)
     return summary
@@ -75,7 +90,7 @@ def summarise(metrics_paths: Sequence[Path], out: Path) -> dict[str, dict[str, A
 
 def cli_summarise(ns: argparse.Namespace) -> None:
     """Adapter for ``mripipe summarise``."""
-    summarise([Path(p) for p in ns.metrics], Path(ns.out))
+    summarise([Path(p) for p in ns.metrics], Path(ns.out), getattr(ns, "excluded", None))
 
 
 def where(root: Path) -> list[str]:
