@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 # rules call the `mripipe` console script: put the environment's bin first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-unit e2e ui bench lint version lock clean
+.PHONY: run test test-unit e2e ui bench lint version lock clean test-slurm tracking-server
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -36,6 +36,18 @@ run: $(STAMP) $(PKG)  ## phantom -> preprocess -> split -> patches -> search -> 
 
 test: $(STAMP) $(PKG)  ## unit tests + one e2e DAG run on a tiny config
 	$(BIN)/pytest -q tests
+
+# the optional `cluster` extra (the SLURM executor plugin), installed once into the same venv
+CLUSTER := $(VENV)/.cluster
+$(CLUSTER): pyproject.toml | $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[cluster]' 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+	touch $(CLUSTER)
+
+test-slurm: $(STAMP) $(PKG) $(CLUSTER)  ## the tiny e2e config on a real single-node SLURM cluster (root, Debian)
+	$(BIN)/pytest -q -m cluster tests/cluster -o log_cli=true --log-cli-level=INFO
+
+tracking-server: $(STAMP) $(PKG)  ## one MLflow server for parallel trials (tracking.uri: http://127.0.0.1:5000)
+	$(BIN)/mripipe tracking-server --backend-store-uri sqlite:///mlflow.db --artifacts mlartifacts --host 127.0.0.1 --port 5000
 
 test-unit: $(STAMP) $(PKG)
 	$(BIN)/pytest -q tests/unit

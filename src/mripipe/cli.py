@@ -225,6 +225,21 @@ def _infer_evaluate_commands(sub: Any) -> None:
     p.set_defaults(func=_run("evaluate.summarise", "cli_where"))
 
 
+def _track_commands(sub: Any) -> None:
+    """Subcommands of tracking: tracking-server."""
+    p = sub.add_parser("tracking-server",
+                       help="one MLflow server for parallel trials (tracking.uri: http://HOST:PORT)")
+    p.add_argument("--log", default=None)
+    p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db",
+                   help="sqlite:///PATH (on a local disk) or postgresql://USER:PW@HOST:PORT/DB")
+    p.add_argument("--artifacts", default="mlartifacts", help="the shared artifact root")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (0.0.0.0: reachable from the cluster's nodes)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_run("track.server", "cli_tracking_server"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their arguments."""
     parser = argparse.ArgumentParser(prog="mripipe", description=__doc__.splitlines()[0])
@@ -233,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     _preprocess_commands(sub)
     _learn_commands(sub)
     _infer_evaluate_commands(sub)
+    _track_commands(sub)
     return parser
 
 

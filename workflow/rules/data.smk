@@ -1,5 +1,9 @@
 # Data in: the phantom generator (only when data.source is phantom) and the manifest of every scan.
 
+# light jobs run in the main Snakemake process, never submitted to a cluster
+localrules:
+    manifest,
+
 if SOURCE == "phantom":
 
     rule phantom:

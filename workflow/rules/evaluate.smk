@@ -1,5 +1,9 @@
 # Evaluation of the test predictions and the summary of every experiment.
 
+# light jobs run in the main Snakemake process, never submitted to a cluster
+localrules:
+    summarise,
+
 
 rule evaluate:
     input:

@@ -1,6 +1,12 @@
 # Learning: the patient-level split with a locked test set, label-balanced patches of the
 # train/val scans, then the random search (one DAG job per trial) and selection on validation.
 
+# light jobs run in the main Snakemake process, never submitted to a cluster
+localrules:
+    split,
+    search_init,
+    select,
+
 
 rule split:
     input:

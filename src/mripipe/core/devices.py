@@ -5,6 +5,8 @@ Snakemake bounds how many trial jobs run at once (``resources: gpu=1`` with
 exclusive ``fcntl`` lock on one file per device in a lock folder (e.g.
 ``.mripipe/gpu-locks/`` under the working directory) and holds it while it trains; the operating
 system releases the lock when the process dies, so a killed job never leaks its slot.
+Small trials use a fraction of a GPU: with ``per_device=k`` each device offers k slots (one lock
+file each) and k jobs share it; give Snakemake ``--resources gpu=N*k``.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ class Slot:
     Attributes:
         device: ``"cuda:<index>"`` (index as torch numbers the visible devices) or ``"cpu"``.
         name: the device's name in the visible list (e.g. physical id ``"2"``), or ``"cpu"``.
+        slot: which of the device's ``per_device`` slots this is (0 when one job per device).
     """
 
     device: str
     name: str
+    slot: int = 0
 
 
 def visible_devices() -> list[str]:
@@ -72,6 +76,7 @@ def allocate(
     devices: Sequence[str] | None = None,
     timeout_s: float | None = None,
     poll_s: float = 1.0,
+    per_device: int = 1,
 ) -> Iterator[Slot]:
     """Hold a free device for the duration of the block.
 
@@ -81,6 +86,9 @@ def allocate(
             pass a fake list.
         timeout_s: give up waiting for a free device after this long (``None`` = wait).
         poll_s: seconds between attempts while every device is taken.
+        per_device: jobs that may share one device (``train.trials_per_gpu``): the devices
+            offer ``per_device`` slots each, filled breadth first (every device's first slot
+            before any second one), so k x N concurrent jobs land k per device.
 
     Yields:
         The allocated :class:`Slot`; ``Slot("cpu", "cpu")`` when there is no device.
@@ -89,6 +97,8 @@ def allocate(
         TimeoutError: every device stayed taken for ``timeout_s`` seconds.
     """
     names = list(visible_devices() if devices is None else devices)
+    if per_device < 1:
+        raise ValueError(f"per_device must be >= 1, not {per_device}")
     if not names:
         yield Slot("cpu", "cpu")
         return
@@ -97,19 +107,22 @@ def allocate(
     start = time.monotonic()
     waited = False
     while True:
-        for index, name in enumerate(names):
-            fh = _try_lock(lock_dir / f"gpu-{name}.lock")
+        for k, index in ((k, i) for k in range(per_device) for i in range(len(names))):
+            name = names[index]
+            fh = _try_lock(lock_dir / (f"gpu-{name}.lock" if k == 0 else f"gpu-{name}.slot{k}.lock"))
             if fh is None:
                 continue
-            log.info("allocated GPU %s (cuda:%d) under %s", name, index, lock_dir)
+            log.info("allocated GPU %s (cuda:%d, slot %d of %d) under %s", name, index, k + 1,
+                     per_device, lock_dir)
             try:
-                yield Slot(f"cuda:{index}", name)
+                yield Slot(f"cuda:{index}", name, k)
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
                 fh.close()
             return
         if timeout_s is not None and time.monotonic() - start >= timeout_s:
-            raise TimeoutError(f"{lock_dir}: all {len(names)} devices busy for {timeout_s} s")
+            raise TimeoutError(f"{lock_dir}: all {len(names)} devices x {per_device} slots busy "
+                               f"for {timeout_s} s")
         if not waited:
             log.info("all %d GPUs are taken; waiting for one to be released", len(names))
             waited = True

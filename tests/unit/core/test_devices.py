@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -66,3 +67,49 @@ def test_real_gpu_allocation(tmp_path: Path) -> None:
     with allocate(tmp_path) as slot:
         x = torch.ones(4, device=slot.device)
         assert float(x.sum()) == 4.0
+
+
+def test_k_trials_per_gpu_fill_every_device_before_sharing(tmp_path: Path) -> None:
+    """trials_per_gpu=2 on two fake GPUs: four concurrent trials, two per device, spread first."""
+    fake = ["0", "1"]
+    with contextlib.ExitStack() as stack:
+        slots = [stack.enter_context(allocate(tmp_path, fake, per_device=2)) for _ in range(4)]
+        # breadth first: cuda:0, cuda:1 get their first trial before either gets a second
+        assert [(s.device, s.slot) for s in slots] == [("cuda:0", 0), ("cuda:1", 0),
+                                                       ("cuda:0", 1), ("cuda:1", 1)]
+        with pytest.raises(TimeoutError, match="2 devices x 2 slots busy"), \
+                allocate(tmp_path, fake, per_device=2, timeout_s=0.2, poll_s=0.05):
+            pass
+    # k=1 keeps one job per device (the default), on the same lock files
+    with allocate(tmp_path, fake) as a, allocate(tmp_path, fake) as b:
+        assert {a.device, b.device} == {"cuda:0", "cuda:1"}
+        with pytest.raises(TimeoutError), allocate(tmp_path, fake, timeout_s=0.1, poll_s=0.05):
+            pass
+    with pytest.raises(ValueError, match="per_device"), allocate(tmp_path, fake, per_device=0):
+        pass
+
+
+def test_k_trials_per_gpu_across_processes(tmp_path: Path) -> None:
+    """Separate processes (as Snakemake's trial jobs are) share one fake GPU k=3 ways."""
+    script = (
+        "import sys, time\n"
+        "from mripipe.core.devices import allocate\n"
+        "with allocate(sys.argv[1], ['7'], per_device=3) as s:\n"
+        "    print(s.device, s.slot, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    procs = []
+    try:
+        got = set()
+        for _ in range(3):
+            p = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout is not None
+            got.add(p.stdout.readline().strip())
+        assert got == {"cuda:0 0", "cuda:0 1", "cuda:0 2"}
+        with pytest.raises(TimeoutError), allocate(tmp_path, ["7"], per_device=3, timeout_s=0.2, poll_s=0.05):
+            pass
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
