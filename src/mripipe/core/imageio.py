@@ -1,10 +1,12 @@
-"""Image I/O with SimpleITK: reading with clear errors, atomic writing, numpy conversion, and a
-scan's channels (3-D files or one 4-D file, MSD style) and label map."""
+"""Image I/O with SimpleITK: reading with clear errors, atomic writing, numpy conversion, a
+scan's channels (3-D files or one 4-D file, MSD style) and label map, and the one reader of a
+preprocessed scan folder (image, label, brain mask)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Generic, Literal, NamedTuple, TypeVar, overload
 
 import numpy as np
 import SimpleITK as sitk
@@ -127,3 +129,69 @@ def read_label(path: Path) -> sitk.Image:
     if arr.size and (arr.min() < 0 or arr.max() > 65535 or not np.all(np.mod(arr, 1) == 0)):
         raise ImageError(f"{path}: label values must be integers in [0, 65535]")
     return sitk.Cast(img, sitk.sitkUInt16)
+
+
+#: the label field: an array, or None when the label was not read
+_Label = TypeVar("_Label", np.ndarray, None)
+
+
+class PreprocessedScan(NamedTuple, Generic[_Label]):
+    """One scan of ``results/preprocessed/{scan}/`` as arrays (see :func:`read_preprocessed`).
+
+    Attributes:
+        image: float32 ``(C, X, Y, Z)``.
+        label: ``(X, Y, Z)`` lesion instance ids as stored (0 = background), or None when not read.
+        brainmask: ``(X, Y, Z)`` as stored, non-zero inside the brain (never empty).
+        reference: ``image.nii.gz`` as read (the template grid, for writing outputs on it).
+    """
+
+    image: np.ndarray
+    label: _Label
+    brainmask: np.ndarray
+    reference: sitk.Image
+
+
+@overload
+def read_preprocessed(
+    scan_dir: str | Path, label: Literal[True] = True
+) -> PreprocessedScan[np.ndarray]: ...
+
+
+@overload
+def read_preprocessed(scan_dir: str | Path, label: Literal[False]) -> PreprocessedScan[None]: ...
+
+
+def read_preprocessed(
+    scan_dir: str | Path, label: bool = True
+) -> PreprocessedScan[np.ndarray] | PreprocessedScan[None]:
+    """Read ``image.nii.gz``, ``label.nii.gz`` and ``brainmask.nii.gz`` of a preprocessed scan.
+
+    Args:
+        scan_dir: ``results/preprocessed/{scan}`` (docs/contract.md).
+        label: read ``label.nii.gz`` too (False: ``label`` is None and the file is not opened).
+
+    Returns:
+        The :class:`PreprocessedScan`.
+
+    Raises:
+        ImageError: a file is missing or unreadable, the label or brain mask is not on the
+            image's grid shape, or the brain mask is empty (the message names the file).
+    """
+    folder = Path(scan_dir)
+    reference = read_image(folder / "image.nii.gz")
+    image = to_array(reference)
+    if image.ndim == 3:
+        image = image[None]
+    lab = to_array(read_image(folder / "label.nii.gz")) if label else None
+    mask = to_array(read_image(folder / "brainmask.nii.gz"))
+    for name, arr in (("label.nii.gz", lab), ("brainmask.nii.gz", mask)):
+        if arr is not None and arr.shape != image.shape[1:]:
+            raise ImageError(
+                f"{folder / name}: shape {arr.shape} differs from image.nii.gz {image.shape[1:]}"
+            )
+    if not mask.any():
+        raise ImageError(f"{folder / 'brainmask.nii.gz'}: empty brain mask")
+    image = image.astype(np.float32, copy=False)
+    if lab is None:
+        return PreprocessedScan(image, None, mask, reference)
+    return PreprocessedScan(image, lab, mask, reference)

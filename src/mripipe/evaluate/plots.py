@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mripipe.core.imageio import read_image, to_array  # noqa: E402
+from mripipe.core.imageio import read_image, read_preprocessed, to_array  # noqa: E402
 from mripipe.core.utils import atomic_path, rng  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ def overlay_plot(scan_dir: Path, prob_path: Path, threshold: float, path: Path) 
         threshold: prediction threshold.
         path: output PNG.
     """
-    image = to_array(read_image(scan_dir / "image.nii.gz"))
-    image = image[-1] if image.ndim == 4 else image  # last channel (FLAIR in the default config)
-    label = to_array(read_image(scan_dir / "label.nii.gz")) > 0
+    scan = read_preprocessed(scan_dir)
+    image = scan.image[-1]  # last channel (FLAIR in the default config)
+    label = scan.label > 0
     pred = to_array(read_image(prob_path)) >= threshold
     per_slice = label.sum(axis=(0, 1))
     z = int(np.argmax(per_slice)) if per_slice.any() else label.shape[2] // 2

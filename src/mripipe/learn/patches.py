@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
-from mripipe.core.imageio import ImageError, read_image, to_array
+from mripipe.core.imageio import read_preprocessed
 from mripipe.core.splits import load_splits
 from mripipe.core.utils import atomic_path, interactive, read_json, rng, write_json
 from mripipe.data.manifest import read_manifest
@@ -115,23 +115,6 @@ def class_names(patches_dir: str | Path) -> list[str]:
     """Sorted class labels of the training/validation scans; index = class id."""
     path = Path(patches_dir) / CLASSES
     return [str(c) for c in read_json(path)["classes"]]
-
-
-def _read_scan(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image ``(C, X, Y, Z)``, label ``(X, Y, Z)`` and brain mask ``(X, Y, Z)`` of one scan."""
-    image = to_array(read_image(folder / "image.nii.gz"))
-    if image.ndim == 3:
-        image = image[None]
-    label = to_array(read_image(folder / "label.nii.gz"))
-    mask = to_array(read_image(folder / "brainmask.nii.gz"))
-    for name, arr in (("label.nii.gz", label), ("brainmask.nii.gz", mask)):
-        if arr.shape != image.shape[1:]:
-            raise ImageError(
-                f"{folder / name}: shape {arr.shape} differs from image.nii.gz {image.shape[1:]}"
-            )
-    if not mask.any():
-        raise ImageError(f"{folder / 'brainmask.nii.gz'}: empty brain mask")
-    return image.astype(np.float32, copy=False), label, mask
 
 
 def sample_centres(
@@ -241,7 +224,7 @@ def extract_patches(
                         disable=not interactive()):
             scan, subject = str(rec.scan), str(rec.subject)
             role, val_fold = roles[subject]
-            image, label, mask = _read_scan(pre / scan)
+            image, label, mask, _ = read_preprocessed(pre / scan)
             n_channels = image.shape[0]
             centres, positive = sample_centres(
                 label, mask, per_scan, pos_fraction, rng(seed, "patches", scan)

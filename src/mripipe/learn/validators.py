@@ -18,7 +18,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from mripipe.core.errors import InputError
-from mripipe.core.imageio import read_image, to_array
+from mripipe.core.imageio import read_preprocessed
 from mripipe.data.manifest import read_manifest
 from mripipe.learn.networks import autocast, segment_logits
 
@@ -60,13 +60,14 @@ def load_val_scans(
 ) -> list[ValScan]:
     """Read the preprocessed scans of the validation subjects (manifest rows).
 
-    Each scan is cropped to the bounding box of its brain mask (``brainmask.nii.gz``, else the
-    non-zero image voxels) plus ``margin``: the image is 0 outside the brain, lesions lie
-    inside it, and sliding windows over the empty margin would cost most of the time.
+    Each scan is cropped to the bounding box of its brain mask (``brainmask.nii.gz``) and
+    lesions plus ``margin``: the image is 0 outside the brain, lesions lie inside it, and
+    sliding windows over the empty margin would cost most of the time.
 
     Args:
         manifest: ``results/manifest.tsv`` (columns ``subject``, ``scan``).
-        preprocessed: ``results/preprocessed`` holding ``{scan}/image.nii.gz`` and ``label.nii.gz``.
+        preprocessed: ``results/preprocessed`` holding ``{scan}/image.nii.gz``, ``label.nii.gz``
+            and ``brainmask.nii.gz`` (read with :func:`mripipe.core.imageio.read_preprocessed`).
         subjects: validation subjects.
         max_scans: keep the first N scans in scan order (0 = all).
         margin: voxels kept around the brain box.
@@ -82,16 +83,9 @@ def load_val_scans(
         raise InputError(f"{manifest}: no scan of the {len(subjects)} validation subjects")
     out = []
     for scan in scans:
-        folder = Path(preprocessed) / scan
-        image = to_array(read_image(folder / "image.nii.gz")).astype(np.float32)
-        if image.ndim == 3:
-            image = image[None]
-        label = to_array(read_image(folder / "label.nii.gz")) > 0
-        if label.shape != image.shape[1:]:
-            raise InputError(f"{folder / 'label.nii.gz'}: shape {label.shape} != image {image.shape[1:]}")
-        mask_path = folder / "brainmask.nii.gz"
-        mask = to_array(read_image(mask_path)) > 0 if mask_path.exists() else np.any(image != 0, axis=0)
-        box = brain_box(mask | label, margin)
+        image, ids, brainmask, _ = read_preprocessed(Path(preprocessed) / scan)
+        label = ids > 0
+        box = brain_box((brainmask > 0) | label, margin)
         out.append(ValScan(
             scan,
             torch.from_numpy(np.ascontiguousarray(image[(slice(None), *box)])),

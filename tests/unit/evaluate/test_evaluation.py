@@ -125,6 +125,7 @@ def _seg_cohort(root: Path) -> pd.DataFrame:
             prob[box] = p
         write_image(from_array(label, ref), root / "preprocessed" / scan / "label.nii.gz")
         write_image(from_array(np.stack([prob, prob]), ref), root / "preprocessed" / scan / "image.nii.gz")
+        write_image(from_array(np.ones((12, 12, 12), np.uint8), ref), root / "preprocessed" / scan / "brainmask.nii.gz")
         write_image(from_array(prob, ref), root / "predictions" / f"{scan}_prob.nii.gz")
         rows.append({"scan": scan, "subject": subject, "class": cls})
     return pd.DataFrame(rows)
