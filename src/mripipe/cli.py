@@ -172,23 +172,44 @@ def _learn_commands(sub: Any) -> None:
     p.add_argument("--trials", nargs="+", required=True, help="trial folders")
     p.add_argument("--search", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--model-dir", default=None, help="write the model package here (results/{experiment}/model)")
+    p.add_argument("--manifest", default=None, help="channels and scan subjects (package)")
+    p.add_argument("--splits", default=None, help="training subjects of the fingerprint (package)")
+    p.add_argument("--fingerprint", default=None, help="results/fingerprint.json (package)")
+    p.add_argument("--patches", default=None, help="results/patches (classification volume parameters)")
+    p.add_argument("--package-params", type=_json, default={},
+                   help='JSON {"preprocess": {...}, "predict": {...}, "threshold": t, "seed": s}')
     p.set_defaults(func=_run("learn.select", "cli_select"))
 
 
 def _infer_evaluate_commands(sub: Any) -> None:
     """Subcommands of inference, evaluation and the summary."""
-    p = sub.add_parser("predict", help="inference of the selected model on the test scans")
+    p = sub.add_parser("predict", help="inference of the model package on the test scans")
     _common(p)
     p.add_argument("--experiment", required=True)
-    p.add_argument("--selected", required=True)
+    p.add_argument("--model", required=True, help="the model package (results/{experiment}/model)")
     p.add_argument("--splits", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--preprocessed", required=True)
-    p.add_argument("--patches", default="results/patches",
-                   help="patches folder (class names and volume shape for classification)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_run("infer.predict", "cli_predict"))
+
+    p = sub.add_parser("infer", help="apply a model package to new raw scans (native-grid outputs)")
+    p.add_argument("--log", default=None)
+    p.add_argument("--model", required=True, help="package folder or MLflow URI (models:/lesion_seg@champion)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--input", nargs="+", help="one scan's channel images, in the model's order")
+    what.add_argument("--dataset", help="a dataset root: every scan is segmented")
+    p.add_argument("--source", default="bids", choices=["bids", "msd", "nnunet", "table", "dicom"],
+                   help="layout of --dataset, read by the same adapters as data.source")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per scan with --dataset)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store of a models:/ URI")
+    p.add_argument("--device", default=None, help="cpu, cuda:0, ... (default: the first GPU, else cpu)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ignore-spacing", action="store_true",
+                   help="apply the model to a spacing far from its training data")
+    p.set_defaults(func=_run("infer.run", "cli_infer"))
 
     p = sub.add_parser("evaluate", help="metrics with bootstrap CIs on the test predictions")
     _common(p)

@@ -1,13 +1,12 @@
-# Test-set inference: the only reader of the test split.
+# Test-set inference with the model package: the only reader of the test split.
 
 
 rule predict:
     input:
-        selected="results/{experiment}/selected.json",
+        model="results/{experiment}/model",
         splits="results/splits.json",
         manifest=MANIFEST,
         images=preprocessed,
-        classes="results/patches/classes.json",
         code=code("predict"),
     output:
         directory("results/{experiment}/predictions"),
@@ -22,7 +21,6 @@ rule predict:
         gpu=1,
         mem_mb=3000,
     shell:
-        "mripipe predict --experiment {wildcards.experiment} --selected {input.selected} "
+        "mripipe predict --experiment {wildcards.experiment} --model {input.model} "
         "--splits {input.splits} --manifest {input.manifest} --preprocessed results/preprocessed "
-        "--patches results/patches --params {params.cfg:q} --threads {threads} --out-dir {output} "
-        "--log {log}"
+        "--params {params.cfg:q} --threads {threads} --out-dir {output} --log {log}"

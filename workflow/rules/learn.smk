@@ -98,18 +98,33 @@ rule train:
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
 
 
+def package_params(wildcards):
+    """What the model package records besides the trial: preprocessing, window, threshold, seed."""
+    return json.dumps({"preprocess": config["preprocess"], "predict": config["predict"],
+                       "threshold": config["evaluate"]["threshold"], "seed": SEED}, sort_keys=True)
+
+
 rule select:
     input:
         metrics=trial_metrics,
         search="results/{experiment}/search.json",
+        manifest=MANIFEST,
+        splits="results/splits.json",
+        fingerprint="results/fingerprint.json",
+        patches="results/patches/volumes.tsv",
         code=code("select"),
     output:
         json="results/{experiment}/selected.json",
+        model=directory("results/{experiment}/model"),
     params:
         cfg=experiment_params,
+        package=package_params,
         trials=trials,
     log:
         "logs/{experiment}/select.log",
     shell:
         "mripipe select --experiment {wildcards.experiment} --trials {params.trials} "
-        "--search {input.search} --params {params.cfg:q} --out {output.json} --log {log}"
+        "--search {input.search} --params {params.cfg:q} --out {output.json} "
+        "--model-dir {output.model} --manifest {input.manifest} --splits {input.splits} "
+        "--fingerprint {input.fingerprint} --patches results/patches "
+        "--package-params {params.package:q} --log {log}"

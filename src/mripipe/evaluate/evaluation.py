@@ -18,19 +18,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
 from sklearn.metrics import roc_curve
 
 from mripipe.core.config import param, with_defaults
 from mripipe.core.errors import InputError
-from mripipe.core.imageio import read_image, to_array
 from mripipe.core.splits import load_splits
 from mripipe.core.subjects import subject_predictions
 from mripipe.core.utils import atomic_path, json_safe, read_json, write_json
-from mripipe.data.manifest import held_out_scans
+from mripipe.data.manifest import held_out_scans, read_manifest
 from mripipe.evaluate import plots
-from mripipe.evaluate.detection import detect_scan, find_candidates
 from mripipe.evaluate.froc import (
     FP_RATES,
     ScanDetections,
@@ -39,7 +35,10 @@ from mripipe.evaluate.froc import (
     froc_table,
     sensitivity_at,
 )
+from mripipe.evaluate.scoring import HD95_CONVENTION, overlap_scores, score_scan
 from mripipe.evaluate.stats import bootstrap_ci, classification_metrics
+
+__all__ = ["evaluate_classification", "evaluate_segmentation", "overlap_scores", "score_scan"]
 
 log = logging.getLogger(__name__)
 
@@ -47,68 +46,11 @@ FROC_GRID = np.geomspace(0.125, 8.0, 25)
 
 
 
-def overlap_scores(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]
-                   ) -> tuple[float, float]:
-    """Dice and HD95 (mm) of two binary masks, from MONAI.
-
-    Args:
-        pred: predicted lesion mask, shape (X, Y, Z).
-        truth: true lesion mask, shape (X, Y, Z).
-        spacing: voxel size in mm (X, Y, Z).
-
-    Returns:
-        ``(dice, hd95)``: Dice is 1.0 when both masks are empty and 0.0 when only one is; HD95 is
-        NaN unless both masks hold voxels.
-    """
-    p = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None, None]
-    t = torch.from_numpy(np.ascontiguousarray(truth, dtype=np.float32))[None, None]
-    dice = float(compute_dice(p, t, include_background=True, ignore_empty=False)[0, 0])
-    if not pred.any() or not truth.any():
-        return dice, float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hd = compute_hausdorff_distance(p, t, include_background=True, percentile=95,
-                                        spacing=list(spacing))
-    return dice, float(hd[0, 0])
-
-
 def burden_class(count: float, classes: list[str], cuts: list[float]) -> str:
     """Burden class of a lesion count: ``classes[i]`` for ``cuts[i-1] <= count < cuts[i]``."""
     if len(classes) != len(cuts) + 1:
         raise InputError(f"burden_classes {classes} needs exactly {len(classes) - 1} cuts, got {cuts}")
     return classes[int(np.searchsorted(np.asarray(cuts, dtype=float), count, side="right"))]
-
-
-def score_scan(scan: str, prob_path: Path, label_path: Path, params: Mapping[str, Any]
-               ) -> tuple[dict[str, Any], ScanDetections]:
-    """Per-scan segmentation and detection results of one predicted probability map.
-
-    Returns:
-        ``(row, detections)``: the ``per_case.tsv`` row and the matching outcome.
-    """
-    prob_img, label_img = read_image(prob_path), read_image(label_path)
-    prob, label = to_array(prob_img), to_array(label_img)
-    if prob.shape != label.shape:
-        raise InputError(f"{prob_path}: shape {prob.shape} differs from {label_path} {label.shape}")
-    thr = float(param("evaluate", params, "threshold"))
-    # Candidates come from a lower threshold than the mask, so the FROC curve sweeps operating
-    # points beyond the mask's; each is scored by its maximum probability (DESIGN.md).
-    det = detect_scan(scan, prob, label, threshold=min(thr, float(param("evaluate", params, "candidate_threshold"))),
-                      min_overlap=float(param("evaluate", params, "min_overlap")),
-                      measure=str(param("evaluate", params, "overlap_measure")), instances=True)
-    spacing = tuple(float(s) for s in label_img.GetSpacing())
-    pred, truth = prob >= thr, label > 0
-    dice, hd95 = overlap_scores(pred, truth, spacing)
-    ml = float(np.prod(spacing)) / 1000.0
-    n_cand = len(find_candidates(prob, thr)[1])  # lesion load at the operating threshold
-    row = {
-        "scan": scan, "n_lesions": det.n_lesions, "n_candidates": n_cand,
-        "n_tp": len(det.tp_scores), "n_fp": len(det.fp_scores), "n_ignored": det.n_ignored,
-        "n_missed": det.n_missed, "case_score": det.case_score, "dice": dice, "hd95_mm": hd95,
-        "true_volume_ml": float(truth.sum()) * ml, "pred_volume_ml": float(pred.sum()) * ml,
-    }
-    row["volume_error_ml"] = (float(pred.sum()) - float(truth.sum())) * ml
-    return row, det
 
 
 def segmentation_headline(rows: pd.DataFrame, dets: list[ScanDetections], subj: pd.DataFrame,
@@ -127,7 +69,10 @@ def segmentation_headline(rows: pd.DataFrame, dets: list[ScanDetections], subj: 
         out: dict[str, float] = {
             "dice": float(np.nanmean(rows.loc[lesion, "dice"])) if lesion.any() else np.nan,
             "dice_empty": float(np.nanmean(rows.loc[~lesion, "dice"])) if (~lesion).any() else np.nan,
-            "hd95_mm": float(np.nanmean(rows.loc[lesion, "hd95_mm"])) if lesion.any() else np.nan,
+            # every scan enters HD95 (empty masks by the convention of evaluate.scoring)
+            "hd95_mm": float(np.mean(rows.loc[lesion, "hd95_mm"])) if lesion.any() else np.nan,
+            "hd95_mm_median": float(np.median(rows.loc[lesion, "hd95_mm"])) if lesion.any() else np.nan,
+            "hd95_empty_mm": float(np.mean(rows.loc[~lesion, "hd95_mm"])) if (~lesion).any() else np.nan,
             "abs_volume_error_ml": float(np.mean(np.abs(rows["volume_error_ml"]))),
         }
     det = detection_metrics(dets, interpolate=bool(param("evaluate", params, "interpolate")))
@@ -152,17 +97,37 @@ def _subject_table(cases: pd.DataFrame, per_subject_value: pd.Series, classes: l
     return table
 
 
+def prediction_paths(predictions: Path, preprocessed: Path, cases: pd.DataFrame, space: str
+                     ) -> list[tuple[Path, Path | None]]:
+    """The (probability map, truth) pair each scan is scored on.
+
+    ``native``: ``{scan}_prob.nii.gz`` (on the raw reference grid) against the original label
+    file of the manifest (``cases["label"]``; empty = no lesion). ``template``:
+    ``{scan}_prob_template.nii.gz`` against ``results/preprocessed/{scan}/label.nii.gz``.
+    """
+    if space == "template":
+        return [(Path(predictions) / f"{scan}_prob_template.nii.gz",
+                 Path(preprocessed) / scan / "label.nii.gz") for scan in cases["scan"]]
+    if space != "native":
+        raise InputError(f"evaluate.space {space!r}: expected native or template")
+    if "label" not in cases.columns:
+        raise InputError("native-space evaluation needs the manifest's label column")
+    return [(Path(predictions) / f"{scan}_prob.nii.gz", Path(label) if label else None)
+            for scan, label in zip(cases["scan"], cases["label"], strict=True)]
+
+
 def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataFrame,
                           out_dir: Path, params: Mapping[str, Any], seed: int,
                           experiment: str = "segmentation") -> dict[str, Any]:
-    """Evaluate ``{scan}_prob.nii.gz`` maps against the preprocessed labels (template space).
+    """Evaluate lesion probability maps in native space (default) or template space.
 
     Args:
-        predictions: folder with ``{scan}_prob.nii.gz`` (lesion probability, (X, Y, Z)).
-        preprocessed: ``results/preprocessed`` (``{scan}/label.nii.gz``, ``image.nii.gz``).
-        cases: the test scans: columns ``scan``, ``subject``, ``class`` (may be empty strings).
+        predictions: ``results/{experiment}/predictions`` (see :func:`prediction_paths`).
+        preprocessed: ``results/preprocessed`` (template labels, overlay images).
+        cases: the test scans: columns ``scan``, ``subject``, ``class`` (may be empty strings)
+            and, for native space, ``label`` (original label path, may be empty).
         out_dir: eval folder to fill (created).
-        params: the ``evaluate`` config section.
+        params: the ``evaluate`` config section (``space``: native | template).
         seed: master seed (bootstrap stream).
         experiment: experiment name (seed derivation, logging).
 
@@ -170,14 +135,15 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
         The ``metrics.json`` content.
     """
     cases = cases.reset_index(drop=True)
+    space = str(param("evaluate", params, "space"))
     rows, dets = [], []
-    for scan in cases["scan"]:
-        row, det = score_scan(scan, Path(predictions) / f"{scan}_prob.nii.gz",
-                              Path(preprocessed) / scan / "label.nii.gz", params)
+    for scan, (prob, label) in zip(cases["scan"], prediction_paths(predictions, preprocessed, cases, space), strict=True):
+        row, det = score_scan(scan, prob, label, params)
         rows.append(row)
         dets.append(det)
-        log.info("%s: Dice %.3f, %d/%d lesions found, %d FP", scan, row["dice"], row["n_tp"],
-                 row["n_lesions"], row["n_fp"])
+        log.info("%s: Dice %.3f, HD95 %.1f mm%s, %d/%d lesions found, %d FP", scan, row["dice"],
+                 row["hd95_mm"], f" ({row['hd95_convention']})" if row["hd95_convention"] else "",
+                 row["n_tp"], row["n_lesions"], row["n_fp"])
     per_case = pd.DataFrame(rows)
     per_case.insert(1, "subject", cases["subject"].to_numpy())
     classes, cuts = list(param("evaluate", params, "burden_classes")), list(param("evaluate", params, "burden_cuts"))
@@ -201,7 +167,12 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
                      for i in range(len(FROC_GRID))], dtype=float)
     metrics = _metrics_json("segmentation", headline, ci, per_case, params)
     metrics["sensitivity_at_fp"] = {f"{k:g}": headline[f"sensitivity_at_{k:g}_fp"] for k in FP_RATES}
-    metrics.update({"n_lesions": int(per_case["n_lesions"].sum()), "n_scans": len(per_case)})
+    conv = per_case["hd95_convention"]
+    metrics.update({"n_lesions": int(per_case["n_lesions"].sum()), "n_scans": len(per_case),
+                    "space": space, "hd95_convention": HD95_CONVENTION,
+                    "hd95_n_convention": int((conv != "").sum()),
+                    "hd95_n_empty_prediction": int((conv == "empty_prediction").sum()),
+                    "hd95_n_empty_truth": int(conv.isin(["empty_truth", "both_empty"]).sum())})
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,8 +190,10 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
     plots.dice_plot(per_case, out / "dice.png")
     worst_first = per_case.sort_values(["n_lesions", "dice"], ascending=[False, True])
     for scan in list(worst_first["scan"])[: int(param("evaluate", params, "n_overlays"))]:
-        plots.overlay_plot(Path(preprocessed) / scan, Path(predictions) / f"{scan}_prob.nii.gz",
-                           float(param("evaluate", params, "threshold")), out / f"overlay_{scan}.png")
+        template_prob = Path(predictions) / f"{scan}_prob_template.nii.gz"  # QC picture, template grid
+        if template_prob.is_file() and (Path(preprocessed) / scan / "label.nii.gz").is_file():
+            plots.overlay_plot(Path(preprocessed) / scan, template_prob,
+                               float(param("evaluate", params, "threshold")), out / f"overlay_{scan}.png")
     write_json(out / "metrics.json", json_safe(metrics))
     return metrics
 
@@ -325,6 +298,8 @@ def cli_evaluate(ns: argparse.Namespace) -> None:
 
     splits = load_splits(ns.splits, "evaluate")
     cases = held_out_scans(Path(ns.manifest), list(splits["test"]))
+    labels = read_manifest(ns.manifest).set_index("scan")
+    cases["label"] = labels.loc[cases["scan"], "label"].to_numpy() if "label" in labels else ""
     pred = Path(ns.predictions)
     if (pred / "predictions.tsv").exists():
         metrics = evaluate_classification(pred, Path(ns.out_dir), ns.params, ns.seed, ns.experiment)

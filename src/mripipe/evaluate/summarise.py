@@ -15,8 +15,9 @@ from mripipe.core.utils import json_safe, read_json, write_json
 log = logging.getLogger(__name__)
 
 HEADLINE: Mapping[str, tuple[str, ...]] = {
-    "segmentation": ("dice", "dice_empty", "hd95_mm", "abs_volume_error_ml", "froc_score", "ap",
-                     "auroc", "sensitivity_at_1_fp", "burden_accuracy", "burden_balanced_accuracy"),
+    "segmentation": ("space", "dice", "dice_empty", "hd95_mm", "hd95_mm_median", "hd95_n_convention",
+                     "abs_volume_error_ml", "froc_score", "ap", "auroc", "sensitivity_at_1_fp",
+                     "burden_accuracy", "burden_balanced_accuracy"),
     "classification": ("accuracy", "balanced_accuracy", "auroc_macro"),
 }
 REPORT = "results/report.html"

@@ -1,5 +1,7 @@
-"""Inference: the only reader of the test split (``predict``). Reads ``selected.json``, the
-selected trial's checkpoint and ``results/preprocessed/``; writes ``results/{experiment}/
-predictions/`` (probability maps on the native reference grid, or class scores). Imports
-``core``, ``data``, ``preprocess`` and ``learn``.
+"""Inference with the model package: ``package`` loads ``results/{experiment}/model/`` (a folder
+or an MLflow ``models:/`` URI) and applies it; ``predict`` runs it on the test split (the only
+reader of the test subjects' images) and writes ``results/{experiment}/predictions/`` on the raw
+reference grid (``{scan}_prob``/``{scan}_seg``) or class scores; ``run`` is ``mripipe infer`` on
+new raw scans; ``mlflow_model`` is the pyfunc wrapping the same package. Imports ``core``,
+``data``, ``preprocess`` and ``learn``.
 """

@@ -1,8 +1,10 @@
 """Select the best trial of a search on the validation metric only, and log it to MLflow.
 
 Only each trial's ``val_metrics.json`` (validation fold) decides; the test split is never read.
-The selected weights are logged as an MLflow PyTorch model on the selected trial's run, the run
-is tagged ``selected=true`` and the parent (search) run gets ``selected_trial``.
+The selected trial becomes the self-contained model package ``results/{experiment}/model/``
+(:mod:`mripipe.learn.package`), logged as an MLflow pyfunc model on the trial's run and registered
+as ``{experiment}`` with the alias ``champion``; the run is tagged ``selected=true`` and the parent
+(search) run gets ``selected_trial``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import read_json, write_json
+from mripipe.learn.package import log_package
 from mripipe.track import tracking
 
 log = logging.getLogger(__name__)
@@ -48,28 +51,33 @@ def rank_trials(trial_dirs: Sequence[str | Path], metric: str) -> list[dict[str,
     return sorted(rows, key=key)
 
 
-def log_selected_model(search: dict[str, Any], run_id: str, trial_dir: str | Path) -> str | None:
-    """Log the trial's best weights as an MLflow PyTorch model on its run; return the model URI."""
-    import mlflow
-    import mlflow.pytorch
-    import monai
-    import numpy as np
-    import torch
+def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mapping[str, Any],
+                  model_dir: str | Path, fold: int = 0) -> dict[str, Any]:
+    """Write the selected trial's model package (:func:`mripipe.learn.package.write_package`).
 
-    from mripipe.learn.networks import load_trained
+    Args:
+        ranked: the best row of :func:`rank_trials`.
+        search: search.json (MLflow experiment and tracking URI).
+        inputs: ``manifest``, ``splits``, ``fingerprint`` (paths), ``patches`` (folder, read for
+            classification volumes) and ``settings`` (see :func:`~mripipe.learn.package.package_meta`).
+        model_dir: ``results/{experiment}/model``.
+        fold: the fold the trials trained on.
+    """
+    from mripipe.core.config import with_defaults
+    from mripipe.data.manifest import channel_columns, read_manifest
+    from mripipe.learn.package import training_fingerprint, write_package
+    from mripipe.learn.patches import META
 
-    tracking.no_telemetry()
-    model, ckpt = load_trained(trial_dir, "cpu")
-    mlflow.set_tracking_uri(search["tracking_uri"])
-    reqs = [f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"]
-    example = np.zeros((1, int(ckpt["in_channels"]), *ckpt["roi_size"]), dtype=np.float32)
-    with mlflow.start_run(run_id=run_id):
-        info = tracking.retry(
-            mlflow.pytorch.log_model, model, name="model", pip_requirements=reqs,
-            serialization_format="pickle", input_example=example,
-            params={"trial": Path(trial_dir).name, "epoch": int(ckpt["epoch"])},
-        )
-    return str(info.model_uri)
+    fingerprint = training_fingerprint(inputs["fingerprint"], inputs["manifest"], inputs["splits"], fold)
+    settings = dict(inputs["settings"])
+    settings["preprocess"] = with_defaults("preprocess", settings.get("preprocess"))
+    settings.setdefault("target_spacing", read_json(inputs["fingerprint"])["target_spacing"])
+    meta_path = Path(inputs.get("patches") or "") / META
+    volume = read_json(meta_path) if inputs.get("patches") and meta_path.is_file() else None
+    return write_package(ranked["trial_dir"], model_dir, channel_columns(read_manifest(inputs["manifest"])),
+                         settings, fingerprint, volume,
+                         {"experiment_id": str(search.get("mlflow_experiment_id", "")),
+                          "tracking_uri": search.get("tracking_uri")})
 
 
 def select_trial(
@@ -79,6 +87,8 @@ def select_trial(
     params: dict[str, Any],
     out: str | Path,
     log_model: bool = True,
+    model_dir: str | Path | None = None,
+    package_inputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pick the trial with the highest validation metric and write ``selected.json``.
 
@@ -88,12 +98,15 @@ def select_trial(
         search_path: ``results/{experiment}/search.json``.
         params: the experiment's config section (``search.metric``).
         out: ``results/{experiment}/selected.json``.
-        log_model: log the selected model to MLflow (``mlflow.pytorch.log_model``).
+        log_model: log the package to MLflow as a pyfunc model, registered as ``experiment``
+            with the alias ``champion`` (needs ``model_dir``).
+        model_dir: where to write the model package (``results/{experiment}/model``); None = none.
+        package_inputs: what the package is built from (see :func:`build_package`).
 
     Returns:
         selected.json: ``{"experiment", "trial", "trial_dir", "metric", "value", "epoch",
         "ranking", "mlflow_run_id", "mlflow_experiment_id", "parent_run_id", "tracking_uri",
-        "model_uri"}``.
+        "model_dir", "model_uri", "registered_model", "model_version", "champion_uri"}``.
     """
     from mripipe.learn.search import default_metric
 
@@ -106,11 +119,13 @@ def select_trial(
 
     ckpt = torch.load(Path(best["trial_dir"]) / "checkpoint.pt", map_location="cpu", weights_only=True)
     run_id = str(ckpt.get("mlflow_run_id", ""))
-    model_uri = None
+    registry: dict[str, Any] = {"model_uri": None}
+    if model_dir is not None:
+        build_package(best, search, package_inputs or {}, model_dir, int(params.get("fold", 0)))
     if run_id:
         c = tracking.client(search["tracking_uri"])
-        if log_model:
-            model_uri = log_selected_model(search, run_id, best["trial_dir"])
+        if log_model and model_dir is not None:
+            registry = log_package(model_dir, search["tracking_uri"], run_id, experiment)
         tracking.retry(c.set_tag, run_id, "selected", "true")
         parent = str(search["parent_run_id"])
         tracking.retry(c.set_tag, parent, "selected_trial", best["trial"])
@@ -131,7 +146,8 @@ def select_trial(
         "mlflow_experiment_id": str(search["mlflow_experiment_id"]),
         "parent_run_id": str(search["parent_run_id"]),
         "tracking_uri": search["tracking_uri"],
-        "model_uri": model_uri,
+        "model_dir": str(model_dir) if model_dir is not None else None,
+        **registry,
     }
     write_json(out, doc)
     log.info("%s: selected %s (%s=%.4f) of %d trials", experiment, best["trial"], metric,
@@ -140,5 +156,12 @@ def select_trial(
 
 
 def cli_select(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe select``."""
-    select_trial(ns.experiment, ns.trials, ns.search, ns.params, ns.out)
+    """Adapter for ``mripipe select``: selected.json and, with ``--model-dir``, the package."""
+    model_dir = getattr(ns, "model_dir", None)
+    inputs = {"manifest": getattr(ns, "manifest", None), "splits": getattr(ns, "splits", None),
+              "fingerprint": getattr(ns, "fingerprint", None), "patches": getattr(ns, "patches", None),
+              "settings": getattr(ns, "package_params", None) or {}}
+    if model_dir is not None and not all(inputs[k] for k in ("manifest", "splits", "fingerprint")):
+        raise InputError("select --model-dir needs --manifest, --splits and --fingerprint")
+    select_trial(ns.experiment, ns.trials, ns.search, ns.params, ns.out, model_dir=model_dir,
+                 package_inputs=inputs)

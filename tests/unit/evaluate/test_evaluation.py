@@ -7,8 +7,9 @@ Hand-worked cases:
 |-------------------------------|-----------------------|-----------------------|--------------------------------|
 | overlap                       | [2:4, 2:4, 2:6] (16)  | [2:4, 2:4, 2:4] (8)   | Dice 2*8/24 = 2/3; HD95 2 voxels|
 |                               |                       |                       | along z x 2 mm = 4 mm          |
-| both empty                    | none                  | none                  | Dice 1.0, HD95 NaN             |
-| only prediction               | none                  | [0:2, 0:2, 0:2]       | Dice 0.0, HD95 NaN             |
+| both empty                    | none                  | none                  | Dice 1.0, HD95 0 (convention)  |
+| only prediction               | none                  | [0:2, 0:2, 0:2]       | Dice 0.0, HD95 = diagonal      |
+|                               |                       |                       | 8 * sqrt(3) = 13.856 mm        |
 
 Classification (rows true, columns predicted; classes a, b, c), subjects s1..s6:
 true a a b b c c, predicted a b b b c a -> confusion [[1,1,0],[0,2,0],[1,0,1]]; accuracy 4/6;
@@ -48,20 +49,20 @@ def test_dice_hd95_hand_and_monai() -> None:
     truth[2:4, 2:4, 2:6] = True
     pred = np.zeros((8, 8, 8), bool)
     pred[2:4, 2:4, 2:4] = True
-    dice, hd = overlap_scores(pred, truth, (2.0, 2.0, 2.0))
-    assert dice == pytest.approx(2 / 3)
+    dice, hd, convention = overlap_scores(pred, truth, (2.0, 2.0, 2.0))
+    assert dice == pytest.approx(2 / 3) and convention == ""
     assert hd == pytest.approx(4.0)
     p, t = (torch.from_numpy(a.astype(np.float32))[None, None] for a in (pred, truth))
     assert dice == pytest.approx(float(DiceMetric(include_background=True)(p, t)[0, 0]))
     hd_monai = HausdorffDistanceMetric(include_background=True, percentile=95)(p, t, spacing=2.0)
     assert hd == pytest.approx(float(hd_monai[0, 0]))
     empty = np.zeros((8, 8, 8), bool)
-    d, h = overlap_scores(empty, empty, (1.0, 1.0, 1.0))
-    assert d == 1.0 and np.isnan(h)
+    d, h, _ = overlap_scores(empty, empty, (1.0, 1.0, 1.0))
+    assert d == 1.0 and h == 0.0
     only = empty.copy()
     only[:2, :2, :2] = True
-    d, h = overlap_scores(only, empty, (1.0, 1.0, 1.0))
-    assert d == 0.0 and np.isnan(h)
+    d, h, _ = overlap_scores(only, empty, (1.0, 1.0, 1.0))
+    assert d == 0.0 and h == pytest.approx(8 * np.sqrt(3))
 
 
 def test_classification_metrics_hand_and_sklearn() -> None:
@@ -126,19 +127,25 @@ def _seg_cohort(root: Path) -> pd.DataFrame:
         write_image(from_array(label, ref), root / "preprocessed" / scan / "label.nii.gz")
         write_image(from_array(np.stack([prob, prob]), ref), root / "preprocessed" / scan / "image.nii.gz")
         write_image(from_array(np.ones((12, 12, 12), np.uint8), ref), root / "preprocessed" / scan / "brainmask.nii.gz")
-        write_image(from_array(prob, ref), root / "predictions" / f"{scan}_prob.nii.gz")
+        write_image(from_array(prob, ref), root / "predictions" / f"{scan}_prob_template.nii.gz")
         rows.append({"scan": scan, "subject": subject, "class": cls})
     return pd.DataFrame(rows)
 
 
 def test_evaluate_segmentation_end_to_end(tmp_path: Path) -> None:
     cases = _seg_cohort(tmp_path)
-    params = {"bootstrap": 50, "n_overlays": 1}
+    params = {"bootstrap": 50, "n_overlays": 1, "space": "template"}
     m = evaluate_segmentation(tmp_path / "predictions", tmp_path / "preprocessed", cases,
                               tmp_path / "eval", params, seed=1, experiment="seg")
     out = tmp_path / "eval"
     # Dice over lesion scans: (1 + 0) / 2; empties: sub-002 1.0, sub-003 0.0 -> 0.5
     assert m["dice"] == pytest.approx(0.5) and m["dice_empty"] == pytest.approx(0.5)
+    assert m["space"] == "template"
+    # HD95: the hit 0 mm, the miss (nothing predicted on its lesion box: the FP is elsewhere, so
+    # the prediction is not empty) is measured; empties: sub-002 both empty 0, sub-003 FP only ->
+    # diagonal 12 * 2 * sqrt(3) = 41.57 mm
+    assert m["hd95_empty_mm"] == pytest.approx((0 + 24 * np.sqrt(3)) / 2)
+    assert m["hd95_n_convention"] == 2 and m["hd95_n_empty_truth"] == 2
     # lesions 2, TP 1 (0.9), FP 0.7 and 0.6 over 4 scans: sensitivity 1/2 from 0 FP/scan on
     assert m["froc_score"] == pytest.approx(0.5) and m["n_lesions"] == 2 and m["n_scans"] == 4
     # case scores: lesion scans 0.9, 0.7; empty 0.0, 0.6 -> all 4 pairs won

@@ -43,3 +43,12 @@ def test_where_lists_report_metrics_and_mlflow(tmp_path: Path) -> None:
     assert f"MLflow:  {tmp_path}/mlflow.db\n" in lines
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in lines
     assert "http://127.0.0.1:5000" in lines
+
+
+def test_summary_reports_space_and_hd95_convention(tmp_path: Path) -> None:
+    seg = tmp_path / "lesion_seg" / "eval" / "metrics.json"
+    write_json(seg, {"task": "segmentation", "space": "native", "hd95_mm": 16.8,
+                     "hd95_mm_median": 12.0, "hd95_n_convention": 2, "ci95": {}})
+    saved = summarise([seg], tmp_path / "summary.json")["lesion_seg"]
+    assert saved == {"task": "segmentation", "space": "native", "hd95_mm": 16.8,
+                     "hd95_mm_median": 12.0, "hd95_n_convention": 2}

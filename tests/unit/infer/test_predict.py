@@ -1,5 +1,6 @@
 """predict: native-space resampling direction, sliding-window segmentation, classification,
-and the CLI end to end with a small real MONAI network saved in the checkpoint format."""
+and the CLI end to end, each with a small real MONAI network written as a model package by
+:func:`mripipe.learn.package.write_package` (the writer ``select`` runs)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,34 @@ from mripipe.core.imageio import from_array, read_image, to_array, write_image
 from mripipe.core.splits import hash_test_list
 from mripipe.core.utils import write_json
 from mripipe.data.manifest import held_out_scans
+from mripipe.infer.package import load_package
 from mripipe.infer.predict import predict_classification, predict_segmentation, to_native
-from mripipe.learn.networks import build_model, load_trained
+from mripipe.learn.networks import build_model
+from mripipe.learn.package import write_package
 
 torch.set_num_threads(1)
 SHIFT = (6.0, -3.0, 0.0)  # transform.tfm: template point x -> native point x + SHIFT (mm)
 SCANS = {"sub-001_ses-01": "sub-001", "sub-001_ses-02": "sub-001", "sub-002_ses-01": "sub-002"}
 SEG_PARAMS = {"task": "segmentation", "network": {"name": "unet", "channels": [4, 8], "dropout": 0.0}}
 CLS_PARAMS = {"task": "classification", "network": {"name": "densenet", "width": 4, "depth": 1}}
+
+
+def make_package(root: Path, params: dict, n_classes: int, labels: list[str], seed: int = 0) -> Path:
+    """A package of an untrained network, written by the real writer from a real checkpoint."""
+    torch.manual_seed(seed)
+    model = build_model(params, 2, n_classes)
+    trial = root / "trials" / "trial-000"
+    trial.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "params": params, "task": params["task"],
+                "in_channels": 2, "n_classes": n_classes, "class_names": labels,
+                "roi_size": [16, 16, 16], "epoch": 1, "trial": "trial-000"}, trial / "checkpoint.pt")
+    fingerprint = {"axes": "RAS", "n_scans": 1, "tolerance": 2.0, "spacing": {}}
+    settings = {"preprocess": {}, "target_spacing": [2.0, 2.0, 2.0], "threshold": 0.5,
+                "predict": {"sw_overlap": 0.25, "sw_batch_size": 4}}
+    volume = {"volume_shape": [32, 32, 32], "volume_pooling": ["area"]}
+    write_package(trial, root / "model", ["T1w", "FLAIR"], settings, fingerprint,
+                  volume if params["task"] == "classification" else None)
+    return root / "model"
 
 
 def _template_grid() -> sitk.Image:
@@ -83,29 +104,30 @@ def test_held_out_scans_reads_only_test_subjects(data: Path) -> None:
 
 
 def test_predict_segmentation(data: Path, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = build_model(SEG_PARAMS, 2, 2).eval()
+    pkg = load_package(make_package(tmp_path, SEG_PARAMS, 2, ["background", "lesion"]))
     cases = held_out_scans(data / "manifest.tsv", ["sub-001"])
-    params = {"sw_overlap": 0.25, "sw_batch_size": 4}
-    done = predict_segmentation(model, {"roi_size": [16, 16, 16], "params": SEG_PARAMS}, cases,
-                                data / "preprocessed", tmp_path, params)
+    done = predict_segmentation(pkg, cases, data / "preprocessed", tmp_path)
     assert done == ["sub-001_ses-01", "sub-001_ses-02"]
-    prob_img = read_image(tmp_path / "sub-001_ses-01_prob.nii.gz")
+    prob_img = read_image(tmp_path / "sub-001_ses-01_prob_template.nii.gz")
     prob = to_array(prob_img)
     assert prob.shape == (24, 24, 24) and prob_img.GetSpacing() == (2.0, 2.0, 2.0)
     assert 0.0 <= prob.min() and prob.max() <= 1.0 and prob[2:22, 2:22, 2:22].min() > 0
     assert prob[:2].max() == 0.0  # outside the brain mask
-    native = read_image(tmp_path / "sub-001_ses-01_prob_native.nii.gz")
-    assert native.GetSize() == (30, 30, 30) and native.GetSpacing() == (1.5, 1.5, 1.5)
+    native = read_image(tmp_path / "sub-001_ses-01_prob.nii.gz")
+    seg = read_image(tmp_path / "sub-001_ses-01_seg.nii.gz")
+    raw = read_image(data / "raw" / "sub-001_ses-01_T1w.nii.gz")
+    for img in (native, seg):  # exactly the raw reference image's grid
+        assert img.GetSize() == raw.GetSize() and img.GetSpacing() == raw.GetSpacing()
+        assert img.GetOrigin() == raw.GetOrigin() and img.GetDirection() == raw.GetDirection()
+    # the mask is the native probability thresholded at the package's 0.5
+    np.testing.assert_array_equal(to_array(seg), (to_array(native) >= 0.5).astype(np.uint8))
     assert not (tmp_path / "sub-002_ses-01_prob.nii.gz").exists()
 
 
 def test_predict_classification(data: Path, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = build_model(CLS_PARAMS, 2, 3).eval()
+    pkg = load_package(make_package(tmp_path, CLS_PARAMS, 3, ["high", "low", "none"]))
     cases = held_out_scans(data / "manifest.tsv", ["sub-001", "sub-002"])
-    table = predict_classification(model, ["high", "low", "none"], {"volume_shape": [32, 32, 32]},
-                                   cases, data / "preprocessed", tmp_path)
+    table = predict_classification(pkg, cases, data / "preprocessed", tmp_path)
     assert list(table.columns) == ["subject", "scan", "true_class", "pred_class", "prob_high",
                                    "prob_low", "prob_none"]
     np.testing.assert_allclose(table.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-5)
@@ -115,24 +137,16 @@ def test_predict_classification(data: Path, tmp_path: Path) -> None:
 
 
 def test_cli_predict_end_to_end(data: Path, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    trial = tmp_path / "trials" / "trial-000"
-    trial.mkdir(parents=True)
-    model = build_model(SEG_PARAMS, 2, 2)
-    torch.save({"model": model.state_dict(), "params": SEG_PARAMS, "task": "segmentation",
-                "in_channels": 2, "n_classes": 2, "roi_size": [16, 16, 16], "epoch": 1},
-               trial / "checkpoint.pt")
-    loaded, ckpt = load_trained(trial, "cpu")
-    assert ckpt["task"] == "segmentation" and not loaded.training
-    write_json(tmp_path / "selected.json", {"trial": "trial-000", "trial_dir": str(trial)})
+    model_dir = make_package(tmp_path, SEG_PARAMS, 2, ["background", "lesion"])
     write_json(tmp_path / "splits.json", {
         "seed": 0, "test": ["sub-002"], "test_sha256": hash_test_list(["sub-002"]),
         "folds": [{"train": ["sub-001"], "val": []}]})
     out = tmp_path / "predictions"
-    rc = main(["predict", "--experiment", "seg", "--selected", str(tmp_path / "selected.json"),
+    rc = main(["predict", "--experiment", "seg", "--model", str(model_dir),
                "--splits", str(tmp_path / "splits.json"), "--manifest", str(data / "manifest.tsv"),
                "--preprocessed", str(data / "preprocessed"), "--out-dir", str(out),
-               "--params", '{"sw_overlap": 0.25, "sw_batch_size": 4}'])
+               "--params", '{"sw_batch_size": 4}'])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "predict.json", "sub-002_ses-01_prob.nii.gz", "sub-002_ses-01_prob_native.nii.gz"]
+        "predict.json", "sub-002_ses-01_prob.nii.gz", "sub-002_ses-01_prob_template.nii.gz",
+        "sub-002_ses-01_seg.nii.gz"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mripipe.core.splits import hash_test_list
 from mripipe.core.utils import write_json
 from mripipe.learn.networks import build_model
 from mripipe.learn.search import resolve_params
@@ -65,15 +66,34 @@ def test_missing_metric_names_the_file(tmp_path: Path) -> None:
         rank_trials(dirs, "val_dice")
 
 
-def test_select_writes_json_logs_the_model_and_tags_runs(tmp_path: Path) -> None:
-    import mlflow.pytorch
+def package_inputs(root: Path, dirs: list[Path]) -> dict:
+    """manifest, splits and fingerprint of two training subjects and one test subject."""
+    scans = {"sub-001_ses-01": ("sub-001", [1.0, 1.0, 1.0]), "sub-002_ses-01": ("sub-002", [1.2, 1.0, 3.0]),
+             "sub-003_ses-01": ("sub-003", [9.0, 9.0, 9.0])}  # sub-003 is in the test set
+    rows = "".join(f"{sub}\tses-01\t{scan}\tt1.nii.gz\tfl.nii.gz\t\tnone\t\n"
+                   for scan, (sub, _) in scans.items())
+    (root / "manifest.tsv").write_text("subject\tsession\tscan\tT1w\tFLAIR\tlabel\tclass\ttruth\n" + rows)
+    write_json(root / "splits.json", {"seed": 0, "test": ["sub-003"], "test_sha256": hash_test_list(["sub-003"]),
+                                      "folds": [{"train": ["sub-001"], "val": ["sub-002"]}]})
+    write_json(root / "fingerprint.json", {"target_spacing": [2.0, 2.0, 2.0], "spacings": {
+        scan: {"T1w": sp, "FLAIR": sp} for scan, (_, sp) in scans.items()}})
+    return {"manifest": root / "manifest.tsv", "splits": root / "splits.json",
+            "fingerprint": root / "fingerprint.json", "patches": None,
+            "settings": {"preprocess": {"n4": False}, "predict": {"sw_overlap": 0.25}, "threshold": 0.4,
+                         "seed": 7}}
 
+
+def test_select_writes_the_package_logs_and_registers_it(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     search = search_init("lesion_seg", uri, CFG, tmp_path / "search.json")
     dirs = make_trials(tmp_path, [{"val_dice": 0.2}, {"val_dice": 0.6}], search)
     out = tmp_path / "selected.json"
-    cli_select(argparse.Namespace(experiment="lesion_seg", trials=[str(d) for d in dirs],
-                                  search=str(tmp_path / "search.json"), params=CFG, out=str(out)))
+    inputs = package_inputs(tmp_path, dirs)
+    cli_select(argparse.Namespace(
+        experiment="lesion_seg", trials=[str(d) for d in dirs], search=str(tmp_path / "search.json"),
+        params=CFG, out=str(out), model_dir=str(tmp_path / "model"), manifest=str(inputs["manifest"]),
+        splits=str(inputs["splits"]), fingerprint=str(inputs["fingerprint"]), patches=None,
+        package_params=inputs["settings"]))
     doc = json.loads(out.read_text())
     assert doc["trial"] == "trial-001" and doc["value"] == 0.6 and doc["metric"] == "val_dice"
     assert doc["tracking_uri"] == uri and doc["parent_run_id"] == search["parent_run_id"]
@@ -84,14 +104,34 @@ def test_select_writes_json_logs_the_model_and_tags_runs(tmp_path: Path) -> None
     parent = c.get_run(search["parent_run_id"])
     assert parent.data.tags["selected_trial"] == "trial-001"
     assert parent.info.status == "FINISHED"
-    # The logged MLflow model computes what the checkpoint computes.
+    # The package: the selected trial's exact weights as a bare state dict, and its description.
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    state = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
+    assert state.keys() == ckpt["model"].keys()
+    assert all(torch.equal(state[k], ckpt["model"][k]) for k in state)
+    assert meta["trial"] == "trial-001" and meta["network"] == ckpt["params"]["network"]
+    assert meta["channels"] == ["T1w", "FLAIR"] and meta["labels"] == ["background", "lesion"]
+    assert meta["preprocess"]["n4"] is False and meta["preprocess"]["denoise"] == "curvature"  # defaults filled
+    assert meta["target_spacing"] == [2.0, 2.0, 2.0] and meta["seed"] == 7
+    assert meta["window"] == {"roi_size": [16, 16, 16], "overlap": 0.25, "batch_size": 2, "blend": "gaussian"}
+    assert meta["postprocess"]["threshold"] == 0.4
+    # fingerprint of the training/validation scans only: the test scan's 9 mm never shows
+    assert meta["fingerprint"]["spacing"]["T1w"] == {"min": [1.0, 1.0, 1.0], "median": [1.1, 1.0, 2.0],
+                                                     "max": [1.2, 1.0, 3.0]}
+    assert meta["fingerprint"]["n_scans"] == 2
+    assert meta["mlflow"]["run_id"] == doc["mlflow_run_id"] and meta["mlflow"]["tracking_uri"] == uri
+    # Registered in MLflow as a pyfunc with the alias champion, wrapping the same package files.
+    version = c.get_model_version_by_alias("lesion_seg", "champion")
+    assert str(version.version) == doc["model_version"] and version.run_id == doc["mlflow_run_id"]
+    assert doc["champion_uri"] == "models:/lesion_seg@champion"
+    import mlflow
+
     mlflow.set_tracking_uri(uri)
-    logged = mlflow.pytorch.load_model(doc["model_uri"]).eval()
-    reference = build_model(ckpt["params"], 2, 2)
-    reference.load_state_dict(ckpt["model"])
-    x = torch.randn(1, 2, 16, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(logged(x), reference.eval()(x))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=doc["champion_uri"]))
+    assert "python_function" in (local / "MLmodel").read_text()
+    logged = next(local.rglob("weights.pt"))
+    assert logged.read_bytes() == (tmp_path / "model" / "weights.pt").read_bytes()
+    assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pth"))
 
 
 def test_select_without_mlflow_model(tmp_path: Path) -> None:

@@ -1,0 +1,195 @@
+"""Load a model package (a folder, or an MLflow ``models:/`` / ``runs:/`` URI) and apply it.
+
+The same functions serve ``predict`` (test scans already preprocessed by the pipeline) and
+``mripipe infer`` (new raw scans, preprocessed here by :func:`mripipe.preprocess.pipeline.
+preprocess_scan` with the package's parameters): sliding-window probabilities on the template
+grid, resampled through the inverse of ``transform.tfm`` onto the raw reference image's exact
+grid, then thresholded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from mripipe.core.errors import InputError
+from mripipe.core.imageio import from_array, read_image, to_array
+from mripipe.core.package import WEIGHTS_FILE, find_package, read_meta
+from mripipe.learn.networks import build_model, classify, segment_probability
+
+log = logging.getLogger(__name__)
+
+URI_SCHEMES = ("models:/", "runs:/")
+
+
+@dataclass
+class Package:
+    """A loaded model package.
+
+    Attributes:
+        root: the package folder.
+        meta: its ``model.json``.
+        model: the network in eval mode on ``device``.
+        device: torch device name.
+    """
+
+    root: Path
+    meta: dict[str, Any]
+    model: nn.Module
+    device: str
+
+    @property
+    def task(self) -> str:
+        """``segmentation`` or ``classification``."""
+        return str(self.meta["task"])
+
+    @property
+    def channels(self) -> list[str]:
+        """Input channel names, in the order the network takes them."""
+        return [str(c) for c in self.meta["channels"]]
+
+
+def fetch(source: str | Path, tracking_uri: str | None = None) -> Path:
+    """The local package folder of a path or an MLflow model URI (downloaded from the store).
+
+    Args:
+        source: a folder (``results/lesion_seg/model``) or ``models:/lesion_seg@champion``.
+        tracking_uri: MLflow tracking/registry URI for a URI source (default: MLflow's).
+    """
+    text = str(source)
+    if not text.startswith(URI_SCHEMES):
+        return find_package(text)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=text)
+    except MlflowException as exc:
+        raise InputError(f"{text}: cannot be fetched from MLflow ({str(exc).splitlines()[0]})") from None
+    return find_package(local)
+
+
+def load_package(source: str | Path, device: str = "cpu", tracking_uri: str | None = None) -> Package:
+    """Rebuild the network of a package and load its weights (``weights_only=True``).
+
+    Raises:
+        InputError: not a package, or weights that do not fit the network (naming the file).
+    """
+    root = fetch(source, tracking_uri)
+    meta = read_meta(root)
+    path = root / WEIGHTS_FILE
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
+        raise InputError(f"{path}: not a weights-only state dict ({exc})") from None
+    model = build_model(meta["params"], int(meta["in_channels"]), int(meta["n_classes"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not fit the network of model.json ({exc})") from None
+    model.to(device).eval()
+    return Package(root=root, meta=meta, model=model, device=device)
+
+
+def to_native(prob: sitk.Image, transform_path: Path, native_path: Path) -> sitk.Image:
+    """Resample a template-space map onto a scan's native grid.
+
+    Args:
+        prob: map on the template grid, (X, Y, Z).
+        transform_path: ``transform.tfm`` (template point -> native point).
+        native_path: the native reference image; only its header (grid) is read.
+
+    Returns:
+        float32 image on the native grid: the native image's size, origin, spacing and direction
+        (linear interpolation, 0 outside the template grid).
+    """
+    try:
+        forward = sitk.ReadTransform(str(transform_path))
+    except RuntimeError as exc:
+        raise InputError(f"{transform_path}: cannot be read as an ITK transform ({exc})") from None
+    try:
+        inverse = forward.GetInverse()
+    except RuntimeError:
+        raise InputError(f"{transform_path}: transform is not invertible") from None
+    if not Path(native_path).exists():
+        raise FileNotFoundError(f"{native_path}: file not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(native_path))
+    reader.ReadImageInformation()
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize(list(reader.GetSize())[:3])
+    resampler.SetOutputOrigin(reader.GetOrigin()[:3])
+    resampler.SetOutputSpacing(reader.GetSpacing()[:3])
+    direction = np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:3, :3]
+    resampler.SetOutputDirection(tuple(float(v) for v in direction.ravel()))
+    resampler.SetTransform(inverse)  # output (native) point -> input (template) point
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetDefaultPixelValue(0.0)
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    return resampler.Execute(prob)
+
+
+def segment_folder(pkg: Package, folder: Path, sw_batch_size: int | None = None) -> sitk.Image:
+    """Lesion probability of a preprocessed scan on its template grid.
+
+    Args:
+        pkg: a segmentation package.
+        folder: ``image.nii.gz`` (C, X, Y, Z) and ``brainmask.nii.gz`` of one scan.
+        sw_batch_size: windows per forward pass (speed only); default the package's.
+
+    Returns:
+        float32 probability image (X, Y, Z) with the template grid's geometry.
+    """
+    img = read_image(Path(folder) / "image.nii.gz")
+    image = to_array(img)
+    image = image[None] if image.ndim == 3 else image
+    if image.shape[0] != int(pkg.meta["in_channels"]):
+        raise InputError(f"{folder}/image.nii.gz: {image.shape[0]} channels, the model takes "
+                         f"{pkg.meta['in_channels']}")
+    window = pkg.meta["window"]
+    prob = segment_probability(pkg.model, torch.from_numpy(image), window["roi_size"],
+                               sw_batch_size=int(sw_batch_size or window["batch_size"]),
+                               overlap=float(window["overlap"])).numpy()
+    if pkg.meta["postprocess"].get("mask_outside_brain", True):
+        prob = prob * (to_array(read_image(Path(folder) / "brainmask.nii.gz")) > 0)
+    return from_array(prob.astype(np.float32), img)
+
+
+def native_outputs(pkg: Package, prob: sitk.Image, folder: Path, native: Path
+                   ) -> tuple[sitk.Image, sitk.Image]:
+    """Probability and thresholded mask of a template-space map on the raw reference grid.
+
+    Returns:
+        ``(prob, seg)``: float32 probabilities and the uint8 mask ``prob >= threshold``, both on
+        exactly the raw reference image's grid.
+    """
+    prob_native = to_native(prob, Path(folder) / "transform.tfm", Path(native))
+    thr = float(pkg.meta["postprocess"]["threshold"])
+    seg = from_array((to_array(prob_native) >= thr).astype(np.uint8), prob_native)
+    return prob_native, seg
+
+
+def classify_folder(pkg: Package, folder: Path) -> dict[str, float]:
+    """Class probabilities of a preprocessed scan: ``{label: probability}`` in label order."""
+    from mripipe.learn.patches import classification_volume
+
+    image = to_array(read_image(Path(folder) / "image.nii.gz"))
+    image = image[None] if image.ndim == 3 else image
+    mask = to_array(read_image(Path(folder) / "brainmask.nii.gz"))
+    volume = classification_volume(image, mask, dict(pkg.meta["volume"]))
+    proba = classify(pkg.model, torch.from_numpy(volume)[None])[0].numpy()
+    labels = [str(c) for c in pkg.meta["labels"]]
+    if len(proba) != len(labels):
+        raise InputError(f"{pkg.root}: model gives {len(proba)} classes, labels {labels}")
+    return {c: float(p) for c, p in zip(labels, proba, strict=True)}

@@ -1,0 +1,163 @@
+"""``mripipe infer``: apply a model package to new raw scans.
+
+One scan: ``--input CH1.nii.gz [CH2 ...]`` in the package's channel order. A whole dataset:
+``--dataset ROOT --source bids``, indexed by the manifest code of :mod:`mripipe.data`, one
+output folder per scan. Each scan is preprocessed with the package's own parameters (the same
+:func:`mripipe.preprocess.pipeline.preprocess_scan` the pipeline runs), segmented with sliding
+windows and mapped back onto its reference image's grid: ``seg.nii.gz`` and ``prob.nii.gz``
+(segmentation) or ``prediction.json`` (classification), plus ``inference.json`` (provenance and
+timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mripipe.core.errors import InputError
+from mripipe.core.imageio import to_array, write_image
+from mripipe.core.utils import write_json
+from mripipe.infer.package import (
+    Package,
+    classify_folder,
+    load_package,
+    native_outputs,
+    segment_folder,
+)
+from mripipe.preprocess.fingerprint import ras_spacing
+from mripipe.preprocess.pipeline import preprocess_scan
+
+log = logging.getLogger(__name__)
+
+
+def check_inputs(pkg: Package, inputs: Sequence[str | Path]) -> None:
+    """Refuse inputs the package was not trained for.
+
+    Raises:
+        InputError: a channel count other than the package's, a missing file, or a voxel spacing
+            (RAS axes) outside ``[min / tolerance, max * tolerance]`` of the training scans.
+    """
+    names = pkg.channels
+    if len(inputs) != len(names):
+        raise InputError(f"{inputs[0] if inputs else '--input'}: the model takes {len(names)} "
+                         f"channels in this order: {', '.join(names)}; got {len(inputs)} file(s)")
+    fp = pkg.meta["fingerprint"]
+    tol = float(fp.get("tolerance", 2.0))
+    for name, path in zip(names, inputs, strict=True):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: file not found")
+        known = fp.get("spacing", {}).get(name)
+        if not known:
+            continue
+        spacing = np.array(ras_spacing(Path(path)))
+        low, high = np.array(known["min"]) / tol, np.array(known["max"]) * tol
+        if np.any(spacing < low) or np.any(spacing > high):
+            raise InputError(
+                f"{path}: {name} spacing {spacing.round(3).tolist()} mm (RAS) is far from the training "
+                f"data ({known['min']} to {known['max']} mm, tolerance x{tol:g}); resample it, or pass "
+                "--ignore-spacing to apply the model anyway")
+
+
+def infer_scan(pkg: Package, inputs: Sequence[str | Path], out_dir: str | Path,
+               check_spacing: bool = True) -> dict[str, Any]:
+    """Preprocess one raw scan, apply the package, write its outputs on the input's grid.
+
+    Args:
+        pkg: a loaded package.
+        inputs: the scan's channel images, in ``pkg.channels`` order (the first is the reference:
+            the outputs take its exact grid).
+        out_dir: folder to write ``seg.nii.gz`` + ``prob.nii.gz`` or ``prediction.json`` into.
+        check_spacing: refuse a spacing far from the training fingerprint.
+
+    Returns:
+        The ``inference.json`` content.
+    """
+    if check_spacing:
+        check_inputs(pkg, inputs)
+    elif len(inputs) != len(pkg.channels):
+        check_inputs(pkg, inputs)  # the channel count is never optional
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    channels = {name: Path(p) for name, p in zip(pkg.channels, inputs, strict=True)}
+    doc: dict[str, Any] = {"inputs": {k: str(v) for k, v in channels.items()}, "model": str(pkg.root),
+                           "trial": pkg.meta.get("trial"), "mlflow_run_id": pkg.meta["mlflow"].get("run_id"),
+                           "task": pkg.task}
+    with tempfile.TemporaryDirectory(prefix="mripipe-infer-") as tmp:
+        folder = Path(tmp) / out.name
+        preprocess_scan(channels, None, folder, pkg.meta["preprocess"], pkg.meta["target_spacing"],
+                        seed=int(pkg.meta.get("seed", 0)))
+        t1 = time.perf_counter()
+        if pkg.task == "segmentation":
+            prob, seg = native_outputs(pkg, segment_folder(pkg, folder), folder, channels[pkg.channels[0]])
+            write_image(prob, out / "prob.nii.gz")
+            write_image(seg, out / "seg.nii.gz")
+            voxels = int(to_array(seg).sum())
+            doc |= {"threshold": pkg.meta["postprocess"]["threshold"], "lesion_voxels": voxels,
+                    "lesion_volume_ml": voxels * float(np.prod(seg.GetSpacing())) / 1000.0,
+                    "outputs": ["seg.nii.gz", "prob.nii.gz"]}
+        else:
+            proba = classify_folder(pkg, folder)
+            doc |= {"class": max(proba, key=lambda c: proba[c]), "probabilities": proba,
+                    "outputs": ["prediction.json"]}
+            write_json(out / "prediction.json", {"class": doc["class"], "probabilities": proba})
+    t2 = time.perf_counter()
+    doc["timings_s"] = {"preprocess": round(t1 - t0, 3), "predict": round(t2 - t1, 3),
+                        "total": round(t2 - t0, 3)}
+    write_json(out / "inference.json", doc)
+    log.info("%s -> %s in %.1f s (preprocess %.1f s)", channels[pkg.channels[0]], out,
+             t2 - t0, t1 - t0)
+    return doc
+
+
+def infer_dataset(pkg: Package, root: str | Path, source: str, out_dir: str | Path,
+                  check_spacing: bool = True) -> list[dict[str, Any]]:
+    """Apply the package to every scan of a dataset, one folder ``out_dir/{scan}`` each.
+
+    Args:
+        pkg: a loaded package.
+        root: the dataset root.
+        source: its layout (``bids``, ``msd``, ``nnunet``, ``table``, ``dicom``), indexed by
+            :func:`mripipe.data.manifest.build` with the package's channel names (DICOM series
+            are converted into ``out_dir/dicom``).
+        out_dir: parent folder of the per-scan outputs.
+        check_spacing: refuse a scan whose spacing is far from the training fingerprint.
+
+    Returns:
+        The ``inference.json`` of each scan, with its ``scan`` id. A scan missing a channel is
+        skipped with a warning.
+    """
+    from mripipe.data.manifest import build
+
+    params = {"source": source, "root": str(root), "channels": pkg.channels}
+    table = build(params, None, Path(out_dir) / "dicom" if source == "dicom" else None)
+    docs = []
+    for _, row in table.iterrows():
+        files = [row.get(c, "") for c in pkg.channels]
+        if not all(files):
+            log.warning("%s: missing a channel of %s; skipped", row["scan"], pkg.channels)
+            continue
+        docs.append(infer_scan(pkg, files, Path(out_dir) / row["scan"], check_spacing) | {"scan": row["scan"]})
+    log.info("%d scans of %s -> %s", len(docs), root, out_dir)
+    return docs
+
+
+def cli_infer(ns: argparse.Namespace) -> str:
+    """Adapter for ``mripipe infer``: one scan (``--input``) or a dataset (``--dataset``)."""
+    torch.set_num_threads(max(1, int(ns.threads)))
+    device = ns.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    pkg = load_package(ns.model, device=device, tracking_uri=ns.tracking_uri)
+    check = not ns.ignore_spacing
+    if ns.dataset:
+        docs = infer_dataset(pkg, ns.dataset, ns.source, ns.out, check)
+        return f"{len(docs)} scans -> {ns.out}"
+    doc = infer_scan(pkg, list(ns.input), ns.out, check)
+    return f"{', '.join(doc['outputs'])} -> {ns.out} ({doc['timings_s']['total']:.1f} s)"
