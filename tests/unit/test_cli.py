@@ -9,7 +9,7 @@ import pytest
 from mripipe.cli import build_parser, main
 
 STAGES = [
-    "phantom", "manifest", "fingerprint", "preprocess", "qc-table", "split", "patches",
+    "phantom", "dicom", "manifest", "validate", "ready", "fingerprint", "preprocess", "qc-table", "split", "patches",
     "search-init", "train", "select", "predict", "evaluate", "evaluate-detection", "summarise",
     "where",
 ]
@@ -88,7 +88,7 @@ def test_bad_input_error_names_the_file_in_the_log(tmp_path: Path) -> None:
 def test_command_module_names_what_a_rule_executes() -> None:
     from mripipe.cli import command_module
 
-    assert command_module("preprocess") == "mripipe.preprocess.pipeline"
+    assert command_module("preprocess") == "mripipe.preprocess.status"  # records failures, runs pipeline
     assert command_module("evaluate") == "mripipe.evaluate.evaluation"
     with pytest.raises(KeyError):
         command_module("nope")
