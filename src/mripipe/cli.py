@@ -246,6 +246,27 @@ def _infer_evaluate_commands(sub: Any) -> None:
     p.set_defaults(func=_run("evaluate.summarise", "cli_where"))
 
 
+def _reproduce_commands(sub: Any) -> None:
+    """Subcommands of reproduction: reproduce, publish."""
+    p = sub.add_parser("reproduce", help="re-run HEAD from a clean state in a temporary copy; "
+                       "compare every headline metric with the published result")
+    p.add_argument("--log", default=None)
+    p.add_argument("--published", default="published/phantom/summary.json")
+    p.add_argument("--recipe", default=None, help="config/recipes/X.yaml: compare with its reference: block")
+    p.add_argument("--summary", default=None, help="compare this summary.json instead of running")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is logged)")
+    p.set_defaults(func=_run("evaluate.rerun", "cli_reproduce"))
+
+    p = sub.add_parser("publish", help="write the published result from a clean run of HEAD")
+    p.add_argument("--log", default=None)
+    p.add_argument("--out", default="published/phantom/summary.json")
+    p.add_argument("--summary", default=None, help="publish this (fresh) summary.json instead of running")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--allow-dirty", action="store_true", help="publish with uncommitted changes")
+    p.set_defaults(func=_run("evaluate.rerun", "cli_publish"))
+
+
 def _track_commands(sub: Any) -> None:
     """Subcommands of tracking: tracking-server."""
     p = sub.add_parser("tracking-server",
@@ -269,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     _preprocess_commands(sub)
     _learn_commands(sub)
     _infer_evaluate_commands(sub)
+    _reproduce_commands(sub)
     _track_commands(sub)
     return parser
 
@@ -287,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         # Anything else is a bug or an environment failure: the full traceback, in the log.
         log.exception("mripipe %s crashed", ns.command)
         return 1
+    if isinstance(out, tuple):  # (user-facing text, exit status), e.g. `mripipe reproduce`
+        print(out[0])
+        return int(out[1])
     if isinstance(out, str):  # user-facing output of a command (e.g. `mripipe where`)
         print(out)
     return 0
