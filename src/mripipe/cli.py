@@ -209,6 +209,8 @@ def _infer_evaluate_commands(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ignore-spacing", action="store_true",
                    help="apply the model to a spacing far from its training data")
+    p.add_argument("--sw-batch-size", type=int, default=None,
+                   help="sliding windows per forward pass (speed/memory only; default the package's)")
     p.set_defaults(func=_run("infer.run", "cli_infer"))
 
     p = sub.add_parser("evaluate", help="metrics with bootstrap CIs on the test predictions")

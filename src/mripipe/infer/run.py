@@ -67,7 +67,7 @@ def check_inputs(pkg: Package, inputs: Sequence[str | Path]) -> None:
 
 
 def infer_scan(pkg: Package, inputs: Sequence[str | Path], out_dir: str | Path,
-               check_spacing: bool = True) -> dict[str, Any]:
+               check_spacing: bool = True, sw_batch_size: int | None = None) -> dict[str, Any]:
     """Preprocess one raw scan, apply the package, write its outputs on the input's grid.
 
     Args:
@@ -76,6 +76,8 @@ def infer_scan(pkg: Package, inputs: Sequence[str | Path], out_dir: str | Path,
             the outputs take its exact grid).
         out_dir: folder to write ``seg.nii.gz`` + ``prob.nii.gz`` or ``prediction.json`` into.
         check_spacing: refuse a spacing far from the training fingerprint.
+        sw_batch_size: sliding windows per forward pass (speed and memory only); default the
+            package's.
 
     Returns:
         The ``inference.json`` content.
@@ -97,7 +99,7 @@ def infer_scan(pkg: Package, inputs: Sequence[str | Path], out_dir: str | Path,
                         seed=int(pkg.meta.get("seed", 0)))
         t1 = time.perf_counter()
         if pkg.task == "segmentation":
-            prob, seg = native_outputs(pkg, segment_folder(pkg, folder), folder, channels[pkg.channels[0]])
+            prob, seg = native_outputs(pkg, segment_folder(pkg, folder, sw_batch_size), folder, channels[pkg.channels[0]])
             write_image(prob, out / "prob.nii.gz")
             write_image(seg, out / "seg.nii.gz")
             voxels = int(to_array(seg).sum())
@@ -119,7 +121,7 @@ def infer_scan(pkg: Package, inputs: Sequence[str | Path], out_dir: str | Path,
 
 
 def infer_dataset(pkg: Package, root: str | Path, source: str, out_dir: str | Path,
-                  check_spacing: bool = True) -> list[dict[str, Any]]:
+                  check_spacing: bool = True, sw_batch_size: int | None = None) -> list[dict[str, Any]]:
     """Apply the package to every scan of a dataset, one folder ``out_dir/{scan}`` each.
 
     Args:
@@ -130,6 +132,7 @@ def infer_dataset(pkg: Package, root: str | Path, source: str, out_dir: str | Pa
             are converted into ``out_dir/dicom``).
         out_dir: parent folder of the per-scan outputs.
         check_spacing: refuse a scan whose spacing is far from the training fingerprint.
+        sw_batch_size: sliding windows per forward pass; default the package's.
 
     Returns:
         The ``inference.json`` of each scan, with its ``scan`` id. A scan missing a channel is
@@ -145,7 +148,7 @@ def infer_dataset(pkg: Package, root: str | Path, source: str, out_dir: str | Pa
         if not all(files):
             log.warning("%s: missing a channel of %s; skipped", row["scan"], pkg.channels)
             continue
-        docs.append(infer_scan(pkg, files, Path(out_dir) / row["scan"], check_spacing) | {"scan": row["scan"]})
+        docs.append(infer_scan(pkg, files, Path(out_dir) / row["scan"], check_spacing, sw_batch_size) | {"scan": row["scan"]})
     log.info("%d scans of %s -> %s", len(docs), root, out_dir)
     return docs
 
@@ -157,7 +160,7 @@ def cli_infer(ns: argparse.Namespace) -> str:
     pkg = load_package(ns.model, device=device, tracking_uri=ns.tracking_uri)
     check = not ns.ignore_spacing
     if ns.dataset:
-        docs = infer_dataset(pkg, ns.dataset, ns.source, ns.out, check)
+        docs = infer_dataset(pkg, ns.dataset, ns.source, ns.out, check, ns.sw_batch_size)
         return f"{len(docs)} scans -> {ns.out}"
-    doc = infer_scan(pkg, list(ns.input), ns.out, check)
+    doc = infer_scan(pkg, list(ns.input), ns.out, check, ns.sw_batch_size)
     return f"{', '.join(doc['outputs'])} -> {ns.out} ({doc['timings_s']['total']:.1f} s)"
