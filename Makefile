@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 # rules call the `mripipe` console script: put the environment's bin first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-unit e2e ui bench lint version lock clean test-slurm tracking-server
+.PHONY: run reproduce publish test test-unit e2e ui bench lint version lock clean test-slurm tracking-server
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -33,6 +33,13 @@ run: $(STAMP) $(PKG)  ## phantom -> preprocess -> split -> patches -> search -> 
 	$(BIN)/snakemake --cores $(CORES) --keep-going --printshellcmds
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 	@$(BIN)/mripipe where
+
+reproduce: $(STAMP) $(PKG)  ## re-run this commit from a clean state in a temporary copy; compare with published/phantom/summary.json
+	$(BIN)/mripipe reproduce --cores $(CORES)
+
+publish: $(STAMP) $(PKG)  ## deliberately regenerate published/phantom/summary.json from a clean run of this commit
+	$(BIN)/mripipe publish --cores $(CORES)
+	@echo "review and commit published/phantom/summary.json"
 
 test: $(STAMP) $(PKG)  ## unit tests + one e2e DAG run on a tiny config
 	$(BIN)/pytest -q tests

@@ -150,6 +150,9 @@ def _learn_commands(sub: Any) -> None:
     p.add_argument("--experiment", required=True)
     p.add_argument("--tracking-uri", required=True)
     p.add_argument("--out", required=True, help="results/{experiment}/search.json")
+    p.add_argument("--manifest", default=None, help="the manifest the trials read (logged as the dataset)")
+    p.add_argument("--splits", default=None, help="results/splits.json (the dataset's split)")
+    p.add_argument("--dataset-name", default=None, help="the dataset's name in MLflow (default: the manifest's)")
     p.set_defaults(func=_run("track.tracking", "cli_search_init"))
 
     p = sub.add_parser("train", help="train one random-search trial")

@@ -55,17 +55,21 @@ rule patches:
 
 rule search_init:
     input:
+        manifest=MANIFEST,
+        splits="results/splits.json",
         code=code("search-init"),
     output:
         json="results/{experiment}/search.json",
     params:
         cfg=experiment_params,
         uri=config["tracking"]["uri"],
+        dataset=Path(config["data"]["root"]).name,
     log:
         "logs/{experiment}/search_init.log",
     shell:
         "mripipe search-init --experiment {wildcards.experiment} --tracking-uri {params.uri:q} "
-        "--params {params.cfg:q} --out {output.json} --log {log}"
+        "--params {params.cfg:q} --manifest {input.manifest} --splits {input.splits} "
+        "--dataset-name {params.dataset:q} --out {output.json} --log {log}"
 
 
 rule train:

@@ -49,6 +49,27 @@ def tracking_uri(selected: Mapping[str, Any], selected_path: Path) -> str | None
     return str(uri) if uri else None
 
 
+def summarise_search(c: Any, parent: str, selected: Mapping[str, Any], metrics: Mapping[str, Any],
+                     eval_run: str) -> None:
+    """Give the parent (search) run the test result of its selected trial, so one row of the runs
+    table tells the story: ``test_*`` metrics (headline values and CI bounds), the evaluation
+    run, and where the model is (the package folder, the registered model and its alias).
+
+    The selected trial and its validation metric are logged there by ``select``.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    from mripipe.track.tracking import retry
+
+    values = [Metric(f"test_{k}", v, 0, 0) for k, v in sorted(flat_metrics(metrics).items()) if "." not in k]
+    tags = {"mripipe.evaluation_run_id": eval_run, "mripipe.model_package": selected.get("model_dir"),
+            "mripipe.registered_model": selected.get("registered_model"),
+            "mripipe.registered_model_version": selected.get("model_version"),
+            "mripipe.champion_uri": selected.get("champion_uri")}
+    retry(c.log_batch, parent, metrics=values,
+          tags=[RunTag(k, str(v)) for k, v in tags.items() if v])
+
+
 def log_evaluation(experiment: str, selected: Mapping[str, Any], selected_path: Path,
                    eval_dir: Path, metrics: Mapping[str, Any], params: Mapping[str, Any]
                    ) -> str | None:
@@ -101,5 +122,7 @@ def log_evaluation(experiment: str, selected: Mapping[str, Any], selected_path: 
     finish_run(c, run_id, sorted(p for p in Path(eval_dir).iterdir() if p.is_file()))
     if trial_run:
         retry(c.set_tag, str(trial_run), "mripipe.evaluation_run_id", run_id)
+    if selected.get("parent_run_id"):
+        summarise_search(c, str(selected["parent_run_id"]), selected, metrics, run_id)
     log.info("evaluation logged to MLflow run %s (trial run %s) at %s", run_id, trial_run, uri)
     return run_id

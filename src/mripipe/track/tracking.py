@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TRIAL_TAG = "trial"
+#: MLflow 3 opens an experiment with this tag on its training-runs table (not the GenAI overview).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def no_telemetry() -> None:
@@ -119,18 +121,22 @@ def data_hash(paths: Sequence[str | Path]) -> str:
 
 
 def get_or_create_experiment(c: Any, name: str, uri: str) -> str:
-    """The id of MLflow experiment ``name``, created (artifacts beside the store) if missing."""
+    """The id of MLflow experiment ``name``, created (artifacts beside the store) if missing,
+    and tagged as a model-training experiment (:data:`EXPERIMENT_KIND`)."""
     from mlflow.exceptions import MlflowException
 
     exp = retry(c.get_experiment_by_name, name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            retry(c.set_experiment_tag, exp.experiment_id, *EXPERIMENT_KIND)
         return str(exp.experiment_id)
     with store_lock(uri):
         exp = retry(c.get_experiment_by_name, name)
         if exp is not None:
             return str(exp.experiment_id)
         try:
-            return str(retry(c.create_experiment, name, artifact_location=artifact_location(uri, name)))
+            return str(retry(c.create_experiment, name, artifact_location=artifact_location(uri, name),
+                             tags=dict([EXPERIMENT_KIND])))
         except MlflowException:
             exp = retry(c.get_experiment_by_name, name)
             if exp is None:
@@ -140,7 +146,7 @@ def get_or_create_experiment(c: Any, name: str, uri: str) -> str:
 
 def search_init(
     experiment: str, tracking_uri: str, params: dict[str, Any], out: str | Path,
-    workdir: str | Path | None = None,
+    workdir: str | Path | None = None, dataset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Create the MLflow experiment (if needed) and the parent run of a search; write search.json.
 
@@ -150,10 +156,13 @@ def search_init(
         params: the experiment's config section.
         out: ``results/{experiment}/search.json``.
         workdir: folder whose git commit is tagged (default: the working directory).
+        dataset: the data the search uses (:func:`mripipe.track.dataset.describe_dataset`),
+            logged as the parent run's input (context ``training``) and kept in search.json
+            for the trials.
 
     Returns:
         The search.json dict: ``experiment``, ``mlflow_experiment_id``, ``parent_run_id``,
-        ``tracking_uri``.
+        ``tracking_uri`` (and ``dataset``).
     """
     c = client(tracking_uri)
     exp_id = get_or_create_experiment(c, experiment, tracking_uri)
@@ -183,6 +192,11 @@ def search_init(
         "parent_run_id": run_id,
         "tracking_uri": tracking_uri,
     }
+    if dataset is not None:
+        from mripipe.track.dataset import log_dataset
+
+        log_dataset(c, run_id, dataset)
+        doc["dataset"] = dataset
     write_json(out, doc)
     log.info("%s: MLflow experiment %s, parent run %s", experiment, exp_id, run_id)
     return doc
@@ -190,7 +204,13 @@ def search_init(
 
 def cli_search_init(ns: argparse.Namespace) -> None:
     """Adapter for ``mripipe search-init``."""
-    search_init(ns.experiment, ns.tracking_uri, ns.params, ns.out)
+    dataset = None
+    if getattr(ns, "manifest", None) and getattr(ns, "splits", None):
+        from mripipe.track.dataset import describe_dataset
+
+        dataset = describe_dataset(ns.manifest, ns.splits, ns.dataset_name or Path(ns.manifest).stem,
+                                   int(ns.params.get("fold", 0)))
+    search_init(ns.experiment, ns.tracking_uri, ns.params, ns.out, dataset=dataset)
 
 
 def open_trial_run(
@@ -230,6 +250,10 @@ def open_trial_run(
                  for k, v in sorted(flat_params.items())]
         for i in range(0, len(batch), 100):
             retry(c.log_batch, run_id, params=batch[i : i + 100])
+        if search.get("dataset"):
+            from mripipe.track.dataset import log_dataset
+
+            log_dataset(c, run_id, search["dataset"])
         log.info("%s: new MLflow run %s (parent %s)", trial, run_id, parent)
     return run_id
 
