@@ -3,8 +3,9 @@
 Baseline (the usual MONAI recipe): ``LoadImaged`` of each preprocessed scan (image + label),
 ``EnsureChannelFirstd``, binarised label, ``RandCropByPosNegLabeld`` (pos:neg 1:1,
 ``num_samples`` patches per load), the same augmentation, ``monai.data.DataLoader``.
-mripipe: ``mripipe patches`` once (timed separately: it is a one-off DAG job), then
-``segmentation_loader`` over the memory-mapped patches. Same patch size, augmentation, batch
+mripipe: ``mripipe patches`` once (timed separately: it is a one-off DAG job: it caches each
+scan's brain-cropped arrays), then ``segmentation_loader`` drawing fresh patches online from the
+memory-mapped cache (foreground share 1/2). Same patch count, patch size, augmentation, batch
 size and workers. The ratio is printed last.
 
 Usage::
@@ -103,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preprocessed", default="results/preprocessed")
     parser.add_argument("--scans", type=int, default=8, help="scans to use (synthesised if absent)")
-    parser.add_argument("--per-scan", type=int, default=32)
+    parser.add_argument("--per-scan", type=int, default=32, help="patches per scan in the pass")
     parser.add_argument("--size", type=int, nargs=3, default=[32, 32, 32])
     parser.add_argument("--num-samples", type=int, default=4, help="baseline patches per load")
     parser.add_argument("--workers", type=int, default=2)
@@ -132,7 +133,7 @@ def main() -> None:
         t0 = time.perf_counter()
         extract_patches(manifest, splits, pre, tmp / "patches", params, seed=0)
         print(f"mripipe patches (one-off job): {time.perf_counter() - t0:.1f} s "
-              f"for {len(scans) * args.per_scan} patches")
+              f"for {len(scans)} cached scans")
 
         ours = segmentation_loader(tmp / "patches", subjects, args.batch, seed=0, epoch=0,
                                    augment=args.augment, num_workers=args.workers)

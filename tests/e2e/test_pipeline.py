@@ -96,6 +96,14 @@ def test_segmentation_metrics_are_finite_dice(run_dir: Path) -> None:
     assert "dice" in flat
 
 
+def test_training_loss_falls(run_dir: Path) -> None:
+    history = pd.read_csv(run_dir / "results" / "lesion_seg" / "trials" / "trial-000" / "history.tsv",
+                          sep="\t")
+    losses = history["train_loss"].to_numpy(dtype=float)
+    assert len(losses) >= 3 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], losses
+
+
 def test_second_run_has_nothing_to_do(run_dir: Path) -> None:
     proc = _snakemake(run_dir, "-n")
     assert proc.returncode == 0, proc.stderr

@@ -1,10 +1,11 @@
-"""Training data loaders over the stored patches and classification volumes.
+"""Training data loaders over the cached scans and classification volumes.
 
-``mripipe patches`` writes compact arrays (see :mod:`mripipe.learn.patches`); this module serves them
-to training with on-the-fly MONAI augmentation:
+``mripipe patches`` caches compact arrays (see :mod:`mripipe.learn.patches`); this module serves
+them to training with on-the-fly MONAI augmentation:
 
-- :func:`segmentation_loader`: batches ``{"image": float32 (B, C, px, py, pz),
-  "label": float32 (B, 1, px, py, pz) in {0, 1}}``.
+- :func:`segmentation_loader`: fresh patches every epoch, drawn online from the cached scans with
+  foreground oversampling (:mod:`mripipe.learn.sampling`); batches ``{"image": float32
+  (B, C, px, py, pz), "label": float32 (B, 1, px, py, pz) in {0, 1}}``.
 - :func:`classification_loader`: batches ``{"image": float32 (B, C, x, y, z),
   "label": int64 (B,)}`` (class ids index :func:`mripipe.learn.patches.class_names`).
 - :func:`class_weights`: inverse-frequency weights for a cross-entropy loss.
@@ -12,8 +13,9 @@ to training with on-the-fly MONAI augmentation:
 Arrays are opened memory-mapped (``np.load(..., mmap_mode="r")``) lazily in each process, so
 DataLoader workers share the page cache instead of copying whole files.
 
-Reproducibility: a loader is built per ``(seed, epoch)``. Shuffling uses a ``torch.Generator``
-seeded from ``(seed, "shuffle", epoch)``; each item's augmentation draws from one random stream
+Reproducibility: a loader is built per ``(seed, epoch)``. Segmentation item ``i`` is drawn from
+``(seed, "sample", epoch, i)``; classification shuffling uses a ``torch.Generator`` seeded from
+``(seed, "shuffle", epoch)``; each item's augmentation draws from one random stream
 (shared by the MONAI transforms through ``set_random_state(state=...)``) re-seeded from
 ``(seed, "augment", epoch, item index)``, so an epoch replays identically whatever the number of
 workers (workers are seeded too, through ``worker_init_fn``, for any other randomness).
@@ -42,8 +44,9 @@ from monai.transforms import (
 from torch.utils.data import DataLoader, Dataset
 
 from mripipe.core.errors import InputError
-from mripipe.core.utils import derive_seed
-from mripipe.learn.patches import INDEX, VOLUMES, class_names
+from mripipe.core.utils import derive_seed, read_json
+from mripipe.learn import sampling
+from mripipe.learn.patches import INDEX, META, VOLUMES, class_names
 
 log = logging.getLogger(__name__)
 
@@ -154,24 +157,44 @@ class _AugmentedDataset(Dataset[dict[str, torch.Tensor]]):
 
 
 class PatchDataset(_AugmentedDataset):
-    """Segmentation patches listed in ``index.tsv`` (one row per patch)."""
+    """``n_samples`` patches drawn online from the cached scans listed in ``index.tsv``.
+
+    Item ``i`` of epoch ``e`` is drawn by :func:`mripipe.learn.sampling.draw` from
+    ``(seed, e, i)`` and augmented from the same, so an epoch is identical for any worker count
+    and any order of access.
+    """
 
     def __init__(
-        self, root: Path, table: pd.DataFrame, seed: int, epoch: int, augment: float
+        self, root: Path, table: pd.DataFrame, seed: int, epoch: int, augment: float,
+        n_samples: int, size: Sequence[int], pos_fraction: float,
     ) -> None:
         super().__init__(root, seed, epoch, augment, has_label=True)
         self.files = table["file"].to_numpy(dtype=str)
         self.label_files = table["label_file"].to_numpy(dtype=str)
-        self.rows = table["row"].to_numpy(dtype=np.int64)
+        self.shapes = [tuple(int(v) for v in r) for r in
+                       table[["size_x", "size_y", "size_z"]].to_numpy(dtype=np.int64)]
+        self.n_samples, self.size, self.pos_fraction = n_samples, [int(s) for s in size], pos_fraction
+        self._fgs: list[sampling.Foreground] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_fgs": None}  # workers rebuild the lesion lists from the cache
+
+    def foregrounds(self) -> list[sampling.Foreground]:
+        """Lesion voxels of every cached scan, grouped by instance (built once per process)."""
+        if self._fgs is None:
+            self._fgs = [sampling.foreground(self.cache.get(f)) for f in self.label_files]
+        return self._fgs
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.n_samples
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        row = int(self.rows[index])
-        image = np.asarray(self.cache.get(self.files[index])[row], dtype=np.float32)
-        label = np.asarray(self.cache.get(self.label_files[index])[row], dtype=np.float32)
-        item = self._augment({"image": torch.from_numpy(image), "label": torch.from_numpy(label)}, index)
+        d = sampling.draw(index, self.seed, self.epoch, self.shapes, self.foregrounds(),
+                          self.size, self.pos_fraction)
+        image = sampling.crop(self.cache.get(self.files[d.scan]), d.start, self.size)
+        label = sampling.crop(self.cache.get(self.label_files[d.scan])[None], d.start, self.size)
+        item = self._augment({"image": torch.from_numpy(image.astype(np.float32)),
+                              "label": torch.from_numpy((label > 0).astype(np.float32))}, index)
         return {
             "image": torch.as_tensor(item["image"], dtype=torch.float32).as_subclass(torch.Tensor),
             "label": torch.as_tensor(item["label"], dtype=torch.float32).as_subclass(torch.Tensor),
@@ -242,28 +265,34 @@ def segmentation_loader(
     epoch: int,
     augment: float = 1.0,
     num_workers: int = 0,
-    shuffle: bool = True,
+    n_samples: int | None = None,
 ) -> DataLoader[dict[str, torch.Tensor]]:
-    """A loader over the segmentation patches of ``subjects``.
+    """A loader of patches drawn online from the cached scans of ``subjects``.
+
+    Patch size and foreground share come from ``patches.json`` (the ``patches`` config).
 
     Args:
         patches_dir: ``results/patches``.
-        subjects: subjects whose patches to serve (e.g. a fold's ``train`` list).
+        subjects: subjects whose scans to sample (e.g. a fold's ``train`` list).
         batch_size: patches per batch.
-        seed: master seed; with ``epoch`` it fixes shuffling and augmentation.
+        seed: master seed; with ``epoch`` it fixes every sample and its augmentation.
         epoch: epoch number (a new loader per epoch replays that epoch identically).
-        augment: augmentation strength in [0, 1]; 0 for none (validation).
-        num_workers: DataLoader worker processes.
-        shuffle: shuffle the patches (seeded).
+        augment: augmentation strength in [0, 1]; 0 for none.
+        num_workers: DataLoader worker processes (the batches do not depend on it).
+        n_samples: patches in the epoch; None = ``per_scan`` per scan of ``subjects``.
 
     Returns:
         DataLoader of ``{"image": float32 (B, C, px, py, pz), "label": float32 (B, 1, px, py, pz)}``.
     """
     root = Path(patches_dir)
     table = _select(_read_table(root, INDEX), subjects, root / INDEX)
-    dataset = PatchDataset(root, table, seed, epoch, augment)
-    log.debug("segmentation loader: %d patches of %d subjects", len(dataset), len(set(subjects)))
-    return _make_loader(dataset, batch_size, seed, epoch, num_workers, shuffle)
+    meta = read_json(root / META)
+    n = int(n_samples) if n_samples is not None else int(meta["per_scan"]) * len(table)
+    dataset = PatchDataset(root, table, seed, epoch, augment, n, meta["size"],
+                           float(meta["pos_fraction"]))
+    log.debug("segmentation loader: %d patches from %d scans of %d subjects", n, len(table),
+              len(set(subjects)))
+    return _make_loader(dataset, batch_size, seed, epoch, num_workers, shuffle=False)
 
 
 def _class_table(root: Path, subjects: Sequence[str]) -> pd.DataFrame:

@@ -1,15 +1,14 @@
-"""Label-balanced segmentation patches and classification volumes of the train/val scans.
+"""Cached segmentation volumes and classification volumes of the train/val scans.
 
 Only the scans of training/validation subjects (every fold's ``train`` and ``val``) are opened;
 the locked test subjects are never read here (the split is loaded with the ``train`` role, which
 does not even carry the test list).
 
-Segmentation: per scan, ``per_scan`` patches of ``size`` voxels. A share ``pos_fraction`` is
-centred on lesion voxels — a lesion *instance* is drawn uniformly, then a voxel inside it, so small
-lesions are sampled as often as large ones — and the rest on brain-mask voxels drawn uniformly
-(such a negative may still contain lesion; ``has_lesion`` records what each patch really holds).
-A scan without lesion voxels gets only negatives. Patches reaching past the border are padded with
-0 (the normalised background value). The patch centre is voxel ``size // 2`` of the patch.
+Segmentation: each scan's image and lesion ids, cropped to the bounding box of its brain mask
+(and lesions) plus ``MARGIN`` voxels, are cached as ``.npy`` arrays. Training draws fresh patches of
+``size`` voxels from them every epoch (:mod:`mripipe.learn.sampling`, :mod:`mripipe.learn.loader`):
+a ``pos_fraction`` share around a lesion voxel, the rest uniformly; ``per_scan`` patches per
+training scan make one epoch when ``training.batches_per_epoch`` is 0.
 
 Classification: the unit is the **whole preprocessed volume**, masked to the brain and downsampled
 to a fixed ``volume_shape`` by each reduction of ``volume_pooling`` over the same cells: ``area``
@@ -26,10 +25,11 @@ item carrying its subject's class; :func:`classification_volume` is the exact tr
 
 Layout of ``out_dir`` (written atomically: built in a temporary sibling, then renamed)::
 
-    index.tsv        scan, subject, role, val_fold, kind, centre_x, centre_y, centre_z,
-                     has_lesion, file, label_file, row      (one row per patch)
-    seg/{scan}_image.npy   float16 (N, C, px, py, pz)
-    seg/{scan}_label.npy   uint8   (N, 1, px, py, pz), binary lesion mask
+    index.tsv        scan, subject, role, val_fold, file, label_file, origin_x/y/z (first voxel
+                     of the crop in the preprocessed grid), size_x/y/z, n_lesions, lesion_voxels,
+                     has_lesion                              (one row per scan)
+    seg/{scan}_image.npy   float16 (C, x, y, z), the brain-cropped preprocessed image
+    seg/{scan}_label.npy   uint16  (x, y, z), lesion instance ids (0 = background)
     volumes.tsv      scan, subject, class, class_id, role, val_fold, file   (one row per scan)
     volumes/{scan}.npy     float16 (C * P, x, y, z), P = len(volume_pooling)
     classes.json     {"classes": [sorted class labels]}  (index = class id)
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_preprocessed
 from mripipe.core.splits import load_splits
-from mripipe.core.utils import atomic_path, interactive, read_json, rng, write_json
+from mripipe.core.utils import atomic_path, interactive, read_json, write_json
 from mripipe.data.manifest import read_manifest
 
 log = logging.getLogger(__name__)
@@ -68,6 +67,7 @@ VOLUMES = "volumes.tsv"
 CLASSES = "classes.json"
 META = "patches.json"
 POOLINGS = ("area", "max", "min")
+MARGIN = 4  # voxels kept around the brain (and lesion) bounding box of a cached scan
 
 
 
@@ -117,56 +117,15 @@ def class_names(patches_dir: str | Path) -> list[str]:
     return [str(c) for c in read_json(path)["classes"]]
 
 
-def sample_centres(
-    label: np.ndarray, brainmask: np.ndarray, n: int, pos_fraction: float, gen: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Patch centres: positives on lesion voxels (instance first), negatives on brain voxels.
-
-    Args:
-        label: lesion instance ids ``(X, Y, Z)`` (0 = background).
-        brainmask: ``(X, Y, Z)``, non-zero inside the brain.
-        n: number of centres.
-        pos_fraction: share of positive centres (rounded; 0 positives without lesions).
-        gen: random generator.
-
-    Returns:
-        ``(centres, positive)``: int64 ``(n, 3)`` voxel indices and bool ``(n,)``.
-    """
-    lesion = np.flatnonzero(label > 0)
-    n_pos = int(round(n * pos_fraction)) if lesion.size else 0
-    centres = []
-    if n_pos:
-        ids = label.ravel()[lesion]
-        instances = np.unique(ids)
-        chosen = gen.choice(instances, size=n_pos, replace=True)
-        for inst in chosen:
-            voxels = lesion[ids == inst]
-            centres.append(voxels[gen.integers(voxels.size)])
-    brain = np.flatnonzero(brainmask > 0)
-    centres.extend(brain[gen.integers(brain.size, size=n - n_pos)])
-    coords = np.stack(np.unravel_index(np.asarray(centres, dtype=np.int64), label.shape), axis=1)
-    positive = np.arange(n) < n_pos
-    return coords.astype(np.int64), positive
-
-
-def crop_patches(volume: np.ndarray, centres: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Crop ``size`` patches whose voxel ``size // 2`` is each centre, zero-padded at borders.
-
-    Args:
-        volume: ``(C, X, Y, Z)``.
-        centres: int ``(N, 3)`` voxel indices.
-        size: patch size ``(px, py, pz)``.
-
-    Returns:
-        ``(N, C, px, py, pz)`` array of the volume's dtype.
-    """
-    s = [int(v) for v in size]
-    padded = np.pad(volume, [(0, 0)] + [(v // 2, v - v // 2) for v in s])
-    out = np.empty((len(centres), volume.shape[0], *s), dtype=volume.dtype)
-    for i, (x, y, z) in enumerate(centres):
-        # Padded index of original voxel c is c + s//2, so the patch starts at padded index c.
-        out[i] = padded[:, x : x + s[0], y : y + s[1], z : z + s[2]]
-    return out
+def brain_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Bounding box of a ``(X, Y, Z)`` mask grown by ``margin`` voxels (whole volume if empty)."""
+    nz = np.nonzero(mask)
+    if len(nz[0]) == 0:
+        return tuple(slice(0, s) for s in mask.shape)
+    return tuple(
+        slice(max(0, int(i.min()) - margin), min(s, int(i.max()) + margin + 1))
+        for i, s in zip(nz, mask.shape, strict=True)
+    )
 
 
 def _subject_roles(splits: dict[str, Any]) -> dict[str, tuple[str, int]]:
@@ -191,7 +150,7 @@ def extract_patches(
     params: dict[str, Any],
     seed: int,
 ) -> pd.DataFrame:
-    """Write segmentation patches and classification volumes of every train/val scan.
+    """Cache the segmentation volumes and write the classification volumes of every train/val scan.
 
     Args:
         manifest: ``results/manifest.tsv`` as a DataFrame (``subject``, ``scan``, ``class``).
@@ -200,10 +159,10 @@ def extract_patches(
         out_dir: ``results/patches`` (replaced atomically).
         params: the ``patches`` config section (``size``, ``per_scan``, ``pos_fraction``,
             ``volume_shape``, ``volume_pooling``).
-        seed: master seed; scan ``s`` uses ``derive_seed(seed, "patches", s)``.
+        seed: master seed, recorded in patches.json (the loader draws the patches online).
 
     Returns:
-        The patch index (the rows of ``index.tsv``).
+        The scan index (the rows of ``index.tsv``).
     """
     size = [int(v) for v in param("patches", params, "size")]
     per_scan = int(param("patches", params, "per_scan"))
@@ -214,7 +173,7 @@ def extract_patches(
         raise InputError("manifest: no scan of a train/val subject")
     subject_class, names = _subject_classes(manifest, roles)
     pre = Path(preprocessed_dir)
-    patch_rows: list[dict[str, Any]] = []
+    seg_rows: list[dict[str, Any]] = []
     volume_rows: list[dict[str, Any]] = []
     n_channels = 0
     with atomic_path(out_dir) as tmp:
@@ -226,11 +185,8 @@ def extract_patches(
             role, val_fold = roles[subject]
             image, label, mask, _ = read_preprocessed(pre / scan)
             n_channels = image.shape[0]
-            centres, positive = sample_centres(
-                label, mask, per_scan, pos_fraction, rng(seed, "patches", scan)
-            )
             common = {"scan": scan, "subject": subject, "role": role, "val_fold": val_fold}
-            patch_rows += _save_patches(tmp, common, image, label, centres, positive, size)
+            seg_rows.append(_save_scan(tmp, common, image, label, mask))
             cls = subject_class.get(subject, "")
             volume_file = f"volumes/{scan}.npy"
             np.save(tmp / volume_file, classification_volume(image, mask, params).astype(np.float16))
@@ -239,17 +195,18 @@ def extract_patches(
                 "class_id": names.index(cls) if cls else -1, "role": role,
                 "val_fold": val_fold, "file": volume_file,
             })
-        index = pd.DataFrame(patch_rows)
+        index = pd.DataFrame(seg_rows)
         index.to_csv(tmp / INDEX, sep="\t", index=False)
         pd.DataFrame(volume_rows).to_csv(tmp / VOLUMES, sep="\t", index=False)
         write_json(tmp / CLASSES, {"classes": names})
         write_json(tmp / META, {
             "seed": seed, "size": size, "per_scan": per_scan, "pos_fraction": pos_fraction,
             **_volume_params(params), "n_channels": n_channels, "n_scans": len(volume_rows),
-            "n_patches": len(index), "n_with_lesion": int(index["has_lesion"].sum()),
+            "n_with_lesion": int(index["has_lesion"].sum()),
+            "n_lesions": int(index["n_lesions"].sum()),
         })
     log.info(
-        "%d patches (%d with lesion) and %d volumes from %d train/val scans -> %s",
+        "%d cached scans (%d with lesions) and %d volumes from %d train/val scans -> %s",
         len(index), int(index["has_lesion"].sum()), len(volume_rows), len(scans), out_dir,
     )
     return index
@@ -275,37 +232,28 @@ def _subject_classes(
     return subject_class, names
 
 
-def _save_patches(
-    tmp: Path,
-    common: dict[str, Any],
-    image: np.ndarray,
-    label: np.ndarray,
-    centres: np.ndarray,
-    positive: np.ndarray,
-    size: list[int],
-) -> list[dict[str, Any]]:
-    """Crop and save one scan's image and label patches; their index rows.
+def _save_scan(
+    tmp: Path, common: dict[str, Any], image: np.ndarray, label: np.ndarray, mask: np.ndarray
+) -> dict[str, Any]:
+    """Cache one scan's brain-cropped image and lesion ids for online sampling; its index row.
 
     Args:
         tmp: the patches folder being built.
-        common: ``scan``, ``subject``, ``role``, ``val_fold`` of every row.
-        image: ``(C, X, Y, Z)``; label: ``(X, Y, Z)`` lesion ids.
-        centres: int ``(N, 3)``; positive: bool ``(N,)`` (drawn on a lesion).
-        size: patch size ``(px, py, pz)``.
+        common: ``scan``, ``subject``, ``role``, ``val_fold`` of the row.
+        image: ``(C, X, Y, Z)``; label: ``(X, Y, Z)`` lesion ids; mask: ``(X, Y, Z)`` brain.
     """
     scan = common["scan"]
-    images = crop_patches(image, centres, size).astype(np.float16)
-    labels = crop_patches((label > 0).astype(np.uint8)[None], centres, size)
+    box = brain_box((mask > 0) | (label > 0), MARGIN)
     image_file, label_file = f"seg/{scan}_image.npy", f"seg/{scan}_label.npy"
-    np.save(tmp / image_file, images)
-    np.save(tmp / label_file, labels)
-    has_lesion = np.asarray(labels.reshape(len(labels), -1).any(axis=1), dtype=bool)
-    return [
-        {**common, "kind": "pos" if pos else "neg", "centre_x": int(c[0]),
-         "centre_y": int(c[1]), "centre_z": int(c[2]), "has_lesion": bool(les),
-         "file": image_file, "label_file": label_file, "row": row}
-        for row, (c, pos, les) in enumerate(zip(centres, positive, has_lesion, strict=True))
-    ]
+    np.save(tmp / image_file, np.ascontiguousarray(image[(slice(None), *box)], dtype=np.float16))
+    ids = np.ascontiguousarray(label[box])
+    np.save(tmp / label_file, ids.astype(np.uint16 if ids.max(initial=0) < 2**16 else np.int32))
+    n_lesions = int(np.unique(ids[ids > 0]).size)
+    return {**common, "file": image_file, "label_file": label_file,
+            "origin_x": box[0].start, "origin_y": box[1].start, "origin_z": box[2].start,
+            "size_x": ids.shape[0], "size_y": ids.shape[1], "size_z": ids.shape[2],
+            "n_lesions": n_lesions, "lesion_voxels": int((ids > 0).sum()),
+            "has_lesion": n_lesions > 0}
 
 
 def cli_patches(ns: argparse.Namespace) -> None:

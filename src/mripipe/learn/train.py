@@ -105,15 +105,26 @@ def _data(
     from mripipe.learn.patches import class_names
 
     tr = p["training"]
-    make = loader.segmentation_loader if task == "segmentation" else loader.classification_loader
-    bs, aug = int(tr["batch_size"]), float(tr["augment"])
+    bs, aug, cap = int(tr["batch_size"]), float(tr["augment"]), int(tr["batches_per_epoch"])
+    if task == "segmentation":  # fresh patches every epoch: exactly `cap` batches of them
+        n_samples = cap * bs if cap > 0 else None
 
-    def batches(epoch: int) -> Iterable[Batch]:
-        return make(patches, train, bs, seed, epoch, augment=aug, num_workers=workers)
+        def batches(epoch: int) -> Iterable[Batch]:
+            return loader.segmentation_loader(patches, train, bs, seed, epoch, augment=aug,
+                                              num_workers=workers, n_samples=n_samples)
 
-    first_loader = make(patches, train, bs, seed, 0, augment=0.0, num_workers=0, shuffle=False)
-    cap = int(tr["batches_per_epoch"])
-    steps = min(len(first_loader), cap) if cap > 0 else len(first_loader)
+        first_loader = loader.segmentation_loader(patches, train, bs, seed, 0, augment=0.0,
+                                                  n_samples=bs)
+        steps = len(batches(0))
+    else:
+
+        def batches(epoch: int) -> Iterable[Batch]:
+            return loader.classification_loader(patches, train, bs, seed, epoch, augment=aug,
+                                                num_workers=workers)
+
+        first_loader = loader.classification_loader(patches, train, bs, seed, 0, augment=0.0,
+                                                    shuffle=False)
+        steps = min(len(first_loader), cap) if cap > 0 else len(first_loader)
     first = next(iter(first_loader))
     meta: dict[str, Any] = {"in_channels": int(first["image"].shape[1])}
     if task == "segmentation":

@@ -1,4 +1,4 @@
-"""Tests of mripipe.learn.loader over patches extracted from tiny preprocessed-like scans."""
+"""Tests of mripipe.learn.loader over scans cached from tiny preprocessed-like scans."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from mripipe.core.imageio import from_array, write_image
 from mripipe.learn.loader import class_weights, classification_loader, segmentation_loader
 from mripipe.learn.patches import extract_patches
+from mripipe.learn.sampling import crop, draw, foreground
 
 torch.set_num_threads(1)
 
@@ -70,14 +71,32 @@ def test_segmentation_shapes_and_dtypes(patches_dir: Path) -> None:
     assert set(torch.unique(torch.cat([b["label"] for b in got])).tolist()) <= {0.0, 1.0}
 
 
-def test_no_augmentation_returns_stored_patches(patches_dir: Path) -> None:
-    loader = segmentation_loader(patches_dir, ["sub-001"], batch_size=4, seed=0, epoch=0,
-                                 augment=0.0, shuffle=False)
-    (batch,) = batches(loader)
-    stored = np.load(patches_dir / "seg" / "sub-001_ses-01_image.npy").astype(np.float32)
-    assert np.array_equal(batch["image"].numpy(), stored)
-    # Half the patches are centred on the lesion: their centre voxel is labelled.
-    assert batch["label"][:, 0, 4, 4, 4].sum() == 2
+def test_patches_are_fresh_crops_of_the_cached_scans(patches_dir: Path) -> None:
+    # Without augmentation each patch is exactly the window its draw names; half the draws are
+    # foreground (pos_fraction 0.5) and hold the lesion, and epochs differ.
+    loader = segmentation_loader(patches_dir, SUBJECTS[:4], batch_size=8, seed=0, epoch=0,
+                                 augment=0.0, n_samples=40)
+    got = batches(loader)
+    images = torch.cat([b["image"] for b in got])
+    labels = torch.cat([b["label"] for b in got])
+    assert images.shape == (40, 2, *SIZE)
+    table = pd.read_csv(patches_dir / "index.tsv", sep="\t")
+    table = table[table["subject"].isin(SUBJECTS[:4])].sort_values("scan").reset_index(drop=True)
+    cached = [np.load(patches_dir / f) for f in table["file"]]
+    ids = [np.load(patches_dir / f) for f in table["label_file"]]
+    fgs = [foreground(i) for i in ids]
+    shapes = [i.shape for i in ids]
+    for k in range(40):
+        d = draw(k, 0, 0, shapes, fgs, SIZE, 0.5)
+        assert np.array_equal(images[k].numpy(), crop(cached[d.scan], d.start, SIZE).astype(np.float32))
+        assert np.array_equal(labels[k, 0].numpy(), crop(ids[d.scan][None], d.start, SIZE)[0] > 0)
+        assert d.positive == (k % 2 == 1)  # floor((k+1)/2) > floor(k/2) for odd k
+        if d.positive:
+            assert labels[k].any()
+    assert (labels.flatten(1).amax(1) > 0).float().mean() >= 0.5
+    epoch1 = torch.cat([b["image"] for b in segmentation_loader(
+        patches_dir, SUBJECTS[:4], 8, 0, 1, augment=0.0, n_samples=40)])
+    assert not torch.equal(images, epoch1)
 
 
 def test_same_seed_epoch_replays_identically(patches_dir: Path) -> None:
@@ -92,10 +111,8 @@ def test_same_seed_epoch_replays_identically(patches_dir: Path) -> None:
 
 
 def test_augmentation_changes_patches(patches_dir: Path) -> None:
-    plain = batches(segmentation_loader(patches_dir, SUBJECTS[:4], 20, 0, 0, augment=0.0,
-                                        shuffle=False))[0]
-    aug = batches(segmentation_loader(patches_dir, SUBJECTS[:4], 20, 0, 0, augment=1.0,
-                                      shuffle=False))[0]
+    plain = batches(segmentation_loader(patches_dir, SUBJECTS[:4], 20, 0, 0, augment=0.0))[0]
+    aug = batches(segmentation_loader(patches_dir, SUBJECTS[:4], 20, 0, 0, augment=1.0))[0]
     changed = [(not torch.equal(p, q)) for p, q in zip(plain["image"], aug["image"], strict=True)]
     assert 0 < sum(changed) <= 20
 

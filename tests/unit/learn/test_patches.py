@@ -17,9 +17,7 @@ from mripipe.learn.patches import (
     class_names,
     classification_volume,
     cli_patches,
-    crop_patches,
     extract_patches,
-    sample_centres,
 )
 from mripipe.learn.split import make_splits
 
@@ -78,63 +76,40 @@ def test_only_trainval_scans_and_layout(extracted: tuple[Path, pd.DataFrame, dic
     out = root / "out"
     trainval = {s for f in splits["folds"] for s in (*f["train"], *f["val"])}
     assert set(index["subject"]) == trainval  # test scans do not even exist on disk
-    assert (index.groupby("scan").size() == 6).all()
+    assert index["scan"].is_unique  # one row per cached scan
     assert set(index["role"]) == {"train", "val"}
     assert set(index.loc[index["role"] == "val", "subject"]) == set(splits["folds"][0]["val"])
     on_disk = pd.read_csv(out / "index.tsv", sep="\t")
-    assert list(on_disk.columns[:9]) == ["scan", "subject", "role", "val_fold", "kind", "centre_x",
-                                         "centre_y", "centre_z", "has_lesion"]
-    images = np.load(out / index["file"][0], mmap_mode="r")
-    labels = np.load(out / index["label_file"][0], mmap_mode="r")
-    assert images.dtype == np.float16 and images.shape == (6, 2, *SIZE)
-    assert labels.dtype == np.uint8 and labels.shape == (6, 1, *SIZE)
-    assert set(np.unique(labels)) <= {0, 1}
+    assert list(on_disk.columns) == ["scan", "subject", "role", "val_fold", "file", "label_file",
+                                     "origin_x", "origin_y", "origin_z", "size_x", "size_y",
+                                     "size_z", "n_lesions", "lesion_voxels", "has_lesion"]
     meta = json.loads((out / "patches.json").read_text())
-    assert meta["n_channels"] == 2 and meta["n_patches"] == len(index)
+    assert meta["n_channels"] == 2 and meta["n_scans"] == len(index) and meta["per_scan"] == 6
     assert not list(root.glob(".out*"))  # no temporary left behind
 
 
-def test_positive_centres_on_lesions_negatives_in_brain(
-    extracted: tuple[Path, pd.DataFrame, dict],
-) -> None:
+def test_cached_scans_are_brain_crops(extracted: tuple[Path, pd.DataFrame, dict]) -> None:
     root, index, _ = extracted
-    c = [s // 2 for s in SIZE]
     for rec in index.itertuples():
-        labels = np.load(root / "out" / rec.label_file, mmap_mode="r")[rec.row, 0]
+        image = np.load(root / "out" / rec.file, mmap_mode="r")
+        ids = np.load(root / "out" / rec.label_file, mmap_mode="r")
+        assert image.dtype == np.float16 and ids.dtype == np.uint16
+        assert image.shape == (2, rec.size_x, rec.size_y, rec.size_z) == (2, *ids.shape)
         folder = root / "preprocessed" / rec.scan
-        brain = to_array(read_image(folder / "brainmask.nii.gz"))
+        full = to_array(read_image(folder / "image.nii.gz"))
         lesion = to_array(read_image(folder / "label.nii.gz"))
-        assert brain[rec.centre_x, rec.centre_y, rec.centre_z] == 1
-        assert bool(labels.any()) == rec.has_lesion  # recorded truthfully
-        if rec.kind == "pos":
-            assert labels[c[0], c[1], c[2]] == 1
-            assert lesion[rec.centre_x, rec.centre_y, rec.centre_z] > 0
-    # Scans with lesions get 3 of 6 positives; lesion-free scans only negatives.
-    pos = index[index["kind"] == "pos"].groupby("scan").size()
-    assert (pos == 3).all() and len(pos) > 0
-
-
-def test_crop_pads_at_borders() -> None:
-    # A 4x4x4 volume of ones; a 4^3 patch centred on voxel (0, 0, 0) covers indices -2..1:
-    # only the 2x2x2 corner inside the volume is 1, the rest is padding (0).
-    vol = np.ones((1, 4, 4, 4), np.float32)
-    patch = crop_patches(vol, np.array([[0, 0, 0], [2, 2, 2]]), [4, 4, 4])
-    assert patch.shape == (2, 1, 4, 4, 4)
-    assert patch[0].sum() == 8 and patch[0, 0, 2:, 2:, 2:].all()
-    assert patch[1].sum() == 4 * 4 * 4  # centre (2, 2, 2) covers indices 0..3: all inside
-
-
-def test_sample_centres_counts_and_seed() -> None:
-    label = np.zeros((10, 10, 10), np.uint16)
-    label[1, 1, 1] = 1  # a one-voxel lesion: instance sampling still hits it half the time
-    label[5:9, 5:9, 5:9] = 2
-    brain = np.ones_like(label)
-    a, pos = sample_centres(label, brain, 8, 0.5, np.random.default_rng(0))
-    b, _ = sample_centres(label, brain, 8, 0.5, np.random.default_rng(0))
-    assert np.array_equal(a, b) and pos.sum() == 4
-    assert all(label[tuple(c)] > 0 for c in a[pos])
-    none, pos0 = sample_centres(np.zeros_like(label), brain, 5, 0.5, np.random.default_rng(0))
-    assert pos0.sum() == 0 and none.shape == (5, 3)
+        brain = to_array(read_image(folder / "brainmask.nii.gz"))
+        box = tuple(slice(o, o + n) for o, n in zip((rec.origin_x, rec.origin_y, rec.origin_z),
+                                                      ids.shape, strict=True))
+        np.testing.assert_array_equal(ids, lesion[box])  # every lesion voxel is kept
+        assert ids.sum() == lesion.sum() and brain[box].sum() == brain.sum()
+        np.testing.assert_array_equal(image, full[(slice(None), *box)].astype(np.float16))
+        # The ellipsoid brain spans x 8 voxels either side of the centre (9.5): the crop is the
+        # brain's box (2..17) plus MARGIN = 4 voxels, clipped to the volume (0..19).
+        assert (rec.origin_x, rec.size_x) == (0, 20)
+        expected = [0, 1, 3][int(rec.subject[4:]) % 3]  # make_cohort: none, low, high
+        assert rec.n_lesions == expected
+        assert rec.lesion_voxels == 8 * rec.n_lesions and rec.has_lesion == (rec.n_lesions > 0)
 
 
 def test_classification_volume_and_classes(extracted: tuple[Path, pd.DataFrame, dict]) -> None:
@@ -193,8 +168,7 @@ def test_seeded_and_cli(extracted: tuple[Path, pd.DataFrame, dict], tmp_path: Pa
                             out_dir=str(tmp_path / "patches"))
     cli_patches(ns)
     again = pd.read_csv(tmp_path / "patches" / "index.tsv", sep="\t")
-    assert again[["scan", "centre_x", "centre_y", "centre_z"]].equals(
-        index[["scan", "centre_x", "centre_y", "centre_z"]].reset_index(drop=True))
+    assert again.equals(index.reset_index(drop=True))
 
 
 def test_missing_scan_names_file(tmp_path: Path) -> None:
