@@ -221,19 +221,20 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
     work = tmp_path / "moved"
     shutil.copytree(run_dir, work, symlinks=True)
     assert _planned(_snakemake(work, "-n")) == {}
-    n_scans = len(pd.read_csv(work / "results" / "manifest.tsv", sep="\t"))
+    valid = pd.read_csv(work / "results" / "manifest.valid.tsv", sep="\t")
+    n_scans = len(valid)
     cases = {
-        # N4 code: every preprocess job and what follows, nothing upstream
-        "src/mripipe/preprocess/intensity.py": ({"preprocess": n_scans, "qc_table": 1, "patches": 1},
-                                                {"phantom", "manifest", "split"}),
+        # N4 code: every preprocess job (and what follows), nothing upstream
+        "src/mripipe/preprocess/intensity.py": ({"preprocess": n_scans},
+                                                {"phantom", "manifest", "validate", "split"}),
         # FROC code: evaluation, not training or inference
         "src/mripipe/evaluate/froc.py": ({"evaluate": 2, "summarise": 1},
                                          {"preprocess", "train", "predict", "select", "patches"}),
         # the training loop: the trials and what follows, not the data
         "src/mripipe/learn/trainer.py": ({"train": 2, "select": 2},
                                          {"preprocess", "patches", "split", "manifest"}),
-        # a new manifest (say, one more scan) re-plans no existing scan's preprocessing
-        "results/manifest.tsv": ({"split": 1, "patches": 1}, {"preprocess", "manifest", "phantom"}),
+        # a new manifest (say, one more scan) re-validates but re-plans no scan's preprocessing
+        "results/manifest.tsv": ({"validate": 1}, {"preprocess", "manifest", "phantom"}),
     }
     for rel, (expected, untouched) in cases.items():
         path, content, mtime = _edited(work, rel)
@@ -245,9 +246,9 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
         for rule, count in expected.items():
             assert planned.get(rule) == count, (rel, planned)
         assert not untouched & set(planned), (rel, planned)
-    # replacing one raw image re-runs that scan only
-    manifest = pd.read_csv(work / "results" / "manifest.tsv", sep="\t")
-    raw = work / manifest["FLAIR"].iloc[0]
+    # replacing one raw image re-runs that scan's preprocessing only
+    raw = work / valid["FLAIR"].iloc[0]
     os.utime(raw, (time.time() + 5, time.time() + 5))
-    planned = _planned(_snakemake(work, "-n"))
+    folders = [f"results/preprocessed/{scan}" for scan in valid["scan"]]
+    planned = _planned(_snakemake(work, "-n", *folders))
     assert planned.get("preprocess") == 1 and "manifest" not in planned, planned
