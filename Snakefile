@@ -23,4 +23,6 @@ rule all:
     input:
         "results/summary.json",
         "results/preprocessed/qc.tsv",
+        "results/data.html",
+        expand("results/{experiment}/training/card.html", experiment=EXPERIMENTS),
     default_target: True

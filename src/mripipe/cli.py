@@ -251,8 +251,24 @@ def _infer_evaluate_commands(sub: Any) -> None:
     p.set_defaults(func=_run("evaluate.summarise", "cli_where"))
 
 
-def _reproduce_commands(sub: Any) -> None:
-    """Subcommands of reproduction: reproduce, publish."""
+def _report_commands(sub: Any) -> None:
+    """Subcommands of the report and of reproduction: report-training, report-data, reproduce, publish."""
+    p = sub.add_parser("report-training", help="search comparison plot and the selected model's card")
+    _common(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--trials", nargs="+", required=True, help="trial folders")
+    p.add_argument("--selected", required=True, help="results/{experiment}/selected.json")
+    p.add_argument("--metrics", required=True, help="results/{experiment}/eval/metrics.json")
+    p.add_argument("--out-dir", required=True, help="results/{experiment}/training")
+    p.set_defaults(func=_run("evaluate.pages", "cli_report_training"))
+
+    p = sub.add_parser("report-data", help="the validation problems and excluded scans as a page")
+    _common(p)
+    p.add_argument("--validation", required=True, help="results/validation.tsv")
+    p.add_argument("--excluded", required=True, help="results/excluded.tsv")
+    p.add_argument("--out", required=True, help="results/data.html")
+    p.set_defaults(func=_run("evaluate.pages", "cli_report_data"))
+
     p = sub.add_parser("reproduce", help="re-run HEAD from a clean state in a temporary copy; "
                        "compare every headline metric with the published result")
     p.add_argument("--log", default=None)
@@ -295,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     _preprocess_commands(sub)
     _learn_commands(sub)
     _infer_evaluate_commands(sub)
-    _reproduce_commands(sub)
+    _report_commands(sub)
     _track_commands(sub)
     return parser
 

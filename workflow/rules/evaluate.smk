@@ -3,6 +3,8 @@
 # light jobs run in the main Snakemake process, never submitted to a cluster
 localrules:
     summarise,
+    report_training,
+    report_data,
 
 
 rule evaluate:
@@ -46,3 +48,43 @@ rule summarise:
         "logs/summarise.log",
     shell:
         "mripipe summarise --metrics {params.metrics} --excluded {input.excluded} --out {output.json} --log {log}"
+
+
+# Report pages around the metrics: the search comparison and the selected model's card (category
+# Training), and the data validation table with the excluded scans (category Data).
+rule report_training:
+    input:
+        metrics=trial_metrics,
+        selected="results/{experiment}/selected.json",
+        evals="results/{experiment}/eval",
+        code=code("report-training"),
+    output:
+        search=report("results/{experiment}/training/search.png", caption="../report/search.rst",
+                      category="Training", subcategory="{experiment}", labels={"figure": "search comparison", "trial": "all trials"}),
+        table="results/{experiment}/training/search.tsv",
+        card=report("results/{experiment}/training/card.html", caption="../report/card.rst",
+                    category="Training", subcategory="{experiment}", labels={"figure": "selected model card", "trial": "selected"}),
+    params:
+        cfg=experiment_params,
+        trials=trials,
+        out_dir="results/{experiment}/training",
+    log:
+        "logs/{experiment}/report_training.log",
+    shell:
+        "mripipe report-training --experiment {wildcards.experiment} --trials {params.trials} "
+        "--selected {input.selected} --metrics {input.evals}/metrics.json --params {params.cfg:q} "
+        "--out-dir {params.out_dir} --log {log}"
+
+
+rule report_data:
+    input:
+        validation="results/validation.tsv",
+        excluded="results/excluded.tsv",
+        code=code("report-data"),
+    output:
+        html=report("results/data.html", caption="../report/data.rst", category="Data"),
+    log:
+        "logs/report_data.log",
+    shell:
+        "mripipe report-data --validation {input.validation} --excluded {input.excluded} "
+        "--out {output.html} --log {log}"

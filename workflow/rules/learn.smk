@@ -84,6 +84,9 @@ rule train:
         checkpoint="results/{experiment}/trials/{trial}/checkpoint.pt",
         history="results/{experiment}/trials/{trial}/history.tsv",
         metrics="results/{experiment}/trials/{trial}/val_metrics.json",
+        curves=report("results/{experiment}/trials/{trial}/history.png", caption="../report/history.rst",
+                      category="Training", subcategory="{experiment}",
+                      labels={"figure": "learning curves", "trial": "{trial}"}),
     params:
         cfg=experiment_params,
         out_dir="results/{experiment}/trials/{trial}",

@@ -26,7 +26,9 @@ rule preprocess:
     output:
         # image.nii.gz, label.nii.gz, brainmask.nii.gz, transform.tfm, qc.json, qc.png and
         # status.json; a scan that fails keeps only status.json (why) and does not block others
-        directory("results/preprocessed/{scan}"),
+        report(directory("results/preprocessed/{scan}"), patterns=["{name}.png"],
+               caption="../report/qc_scan.rst", category="Preprocessing", subcategory="QC gallery",
+               labels={"scan": "{scan}"}),
     params:
         cfg=section("preprocess"),
         scan=scan_args,

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score
+from tqdm import tqdm
 
-from mripipe.core.utils import rng
+from mripipe.core.utils import interactive, rng
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def bootstrap_ci(subjects: Sequence[str], statistic: Callable[[list[str]], dict[
         return {}
     gen = rng(seed, stage, "bootstrap")
     draws: dict[str, list[float]] = {}
-    for _ in range(n_boot):
+    for _ in tqdm(range(n_boot), desc=f"bootstrap {stage}", unit="resample", disable=not interactive(),
+                  leave=False):
         sample = [subjects[i] for i in gen.integers(0, len(subjects), len(subjects))]
         for key, value in statistic(sample).items():
             draws.setdefault(key, []).append(float(value))

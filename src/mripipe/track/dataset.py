@@ -63,12 +63,13 @@ def describe_dataset(manifest: str | Path, splits: str | Path, name: str, fold: 
 
 
 def log_dataset(c: Any, run_id: str, dataset: Mapping[str, Any], context: str = "training") -> None:
-    """Log ``dataset`` (:func:`describe_dataset`) as an input of ``run_id`` with its context."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
+    """Log ``dataset`` (:func:`describe_dataset`) as an input of ``run_id`` with its context.
 
-    from mripipe.track.tracking import retry
+    Callers wrap it in :func:`mripipe.track.tracking.retry` (a busy SQLite store).
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
     entity = Dataset(name=str(dataset["name"]), digest=str(dataset["digest"]),
                      source_type=str(dataset["source_type"]), source=str(dataset["source"]),
                      schema=dataset.get("schema"), profile=dataset.get("profile"))
-    retry(c.log_inputs, run_id, datasets=[DatasetInput(entity, [InputTag(CONTEXT_TAG, context)])])
+    c.log_inputs(run_id, datasets=[DatasetInput(entity, [InputTag(CONTEXT_TAG, context)])])

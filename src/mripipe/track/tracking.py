@@ -195,7 +195,7 @@ def search_init(
     if dataset is not None:
         from mripipe.track.dataset import log_dataset
 
-        log_dataset(c, run_id, dataset)
+        retry(log_dataset, c, run_id, dataset)
         doc["dataset"] = dataset
     write_json(out, doc)
     log.info("%s: MLflow experiment %s, parent run %s", experiment, exp_id, run_id)
@@ -253,7 +253,7 @@ def open_trial_run(
         if search.get("dataset"):
             from mripipe.track.dataset import log_dataset
 
-            log_dataset(c, run_id, search["dataset"])
+            retry(log_dataset, c, run_id, search["dataset"])
         log.info("%s: new MLflow run %s (parent %s)", trial, run_id, parent)
     return run_id
 
