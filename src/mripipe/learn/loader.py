@@ -50,7 +50,10 @@ from mripipe.learn.patches import INDEX, META, VOLUMES, class_names
 
 log = logging.getLogger(__name__)
 
-def augmentation(augment: float, keys: Sequence[str], label_key: str | None = None) -> Compose:
+def augmentation(
+    augment: float, keys: Sequence[str], label_key: str | None = None,
+    spatial_size: Sequence[int] | None = None,
+) -> Compose:
     """The on-the-fly augmentation shared by the loaders and the benchmark baseline.
 
     Random flips on every axis, a small affine (rotation up to ~0.1 rad, scaling up to 10 %),
@@ -62,6 +65,8 @@ def augmentation(augment: float, keys: Sequence[str], label_key: str | None = No
         augment: strength in [0, 1]; 0 gives an empty (identity) pipeline.
         keys: image keys of the item dict, arrays ``(C, X, Y, Z)``.
         label_key: label key moved with the image, ``(1, X, Y, Z)``; ``None`` for none.
+        spatial_size: the items' fixed spatial size, if known: the affine's sampling grid is
+            then built once (MONAI ``cache_grid``), not per item.
 
     Returns:
         A MONAI ``Compose`` of dictionary transforms (call ``set_random_state`` to seed it).
@@ -85,10 +90,13 @@ def augmentation(augment: float, keys: Sequence[str], label_key: str | None = No
                 scale_range=(0.1 * augment,) * 3,
                 mode=modes,
                 padding_mode="zeros",
+                spatial_size=tuple(spatial_size) if spatial_size else None,
+                cache_grid=spatial_size is not None,
             ),
             RandShiftIntensityd(keys=image_keys, offsets=0.1 * augment, prob=p),
             RandScaleIntensityd(keys=image_keys, factors=0.1 * augment, prob=p),
-            RandGaussianNoised(keys=image_keys, prob=p, mean=0.0, std=0.05 * augment),
+            RandGaussianNoised(keys=image_keys, prob=p, mean=0.0, std=0.05 * augment,
+                               dtype=np.float32),
         ]
     )
 
@@ -130,11 +138,13 @@ class _ArrayCache:
 class _AugmentedDataset(Dataset[dict[str, torch.Tensor]]):
     """Items read from memory-mapped arrays, augmented with a per-item seed."""
 
-    def __init__(self, root: Path, seed: int, epoch: int, augment: float, has_label: bool) -> None:
+    def __init__(self, root: Path, seed: int, epoch: int, augment: float, has_label: bool,
+                 spatial_size: Sequence[int] | None = None) -> None:
         self.cache = _ArrayCache(root)
         self.seed = seed
         self.epoch = epoch
-        self.transform = augmentation(augment, ["image"], "label" if has_label else None)
+        self.transform = augmentation(augment, ["image"], "label" if has_label else None,
+                                      spatial_size)
         self.active = augment > 0.0
         # One random stream shared by every transform, re-seeded per item: as reproducible as
         # seeding each transform, without building a dozen RandomState objects per patch.
@@ -168,7 +178,7 @@ class PatchDataset(_AugmentedDataset):
         self, root: Path, table: pd.DataFrame, seed: int, epoch: int, augment: float,
         n_samples: int, size: Sequence[int], pos_fraction: float,
     ) -> None:
-        super().__init__(root, seed, epoch, augment, has_label=True)
+        super().__init__(root, seed, epoch, augment, has_label=True, spatial_size=size)
         self.files = table["file"].to_numpy(dtype=str)
         self.label_files = table["label_file"].to_numpy(dtype=str)
         self.shapes = [tuple(int(v) for v in r) for r in
