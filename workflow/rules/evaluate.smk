@@ -62,6 +62,7 @@ rule report_training:
         search=report("results/{experiment}/training/search.png", caption="../report/search.rst",
                       category="Training", subcategory="{experiment}", labels={"figure": "search comparison", "trial": "all trials"}),
         table="results/{experiment}/training/search.tsv",
+        history="results/{experiment}/training/history.tsv",
         card=report("results/{experiment}/training/card.html", caption="../report/card.rst",
                     category="Training", subcategory="{experiment}", labels={"figure": "selected model card", "trial": "selected"}),
     params:

@@ -143,7 +143,8 @@ def model_card(experiment: str, selected: Mapping[str, Any], metrics: Mapping[st
 
 def write_training_pages(experiment: str, trial_dirs: Sequence[str | Path], selected_path: str | Path,
                          metrics_path: str | Path, params: Mapping[str, Any], out_dir: str | Path) -> None:
-    """``search.png``, ``search.tsv`` and ``card.html`` of an experiment in ``out_dir``.
+    """``search.png``, ``search.tsv``, ``card.html`` and ``history.tsv`` (the selected trial's
+    per-epoch curves at a stable path, DVC's plot) of an experiment in ``out_dir``.
 
     Args:
         experiment: the experiment name.
@@ -162,6 +163,9 @@ def write_training_pages(experiment: str, trial_dirs: Sequence[str | Path], sele
     plot_search(table, metric, keys, out / "search.png")
     with atomic_path(out / "search.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index=False)
+    best = Path(selected.get("trial_dir") or Path(trial_dirs[0]).parent / str(selected["trial"]))
+    with atomic_path(out / "history.tsv") as tmp:
+        tmp.write_bytes((best / "history.tsv").read_bytes())
     with atomic_path(out / "card.html") as tmp:
         tmp.write_text(model_card(experiment, selected, read_json(metrics_path), table))
     log.info("%s: search comparison of %d trials and the model card -> %s", experiment, len(table), out)

@@ -22,6 +22,7 @@ def _trials(root: Path) -> list[Path]:
         (d / "params.json").write_text(json.dumps({"optimizer": {"name": "adam", "lr": lr},
                                                    "network": {"name": net, "channels": [4, 8]}}))
         (d / "val_metrics.json").write_text(json.dumps({"val_dice": dice, "epoch": 3}))
+        (d / "history.tsv").write_text(f"epoch\tval_dice\n3\t{dice}\n")
         dirs.append(d)
     return dirs
 
@@ -49,6 +50,7 @@ def test_search_plot_and_card(tmp_path: Path) -> None:
     assert "<td>hd95_mm</td><td>7.5</td><td>-</td>" in card  # no CI: said so, not invented
     assert "models:/lesion_seg@champion" in card and "results/lesion_seg/model" in card
     assert "<td>optimizer.lr</td><td>0.004</td>" in card  # the selected trial's parameters
+    assert (tmp_path / "training" / "history.tsv").read_text().endswith("3\t0.71\n")
 
 
 def test_data_page_lists_excluded_scans_and_problems(tmp_path: Path) -> None:
