@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 # rules call the `mripipe` console script: put the environment's bin first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run reproduce publish test test-unit e2e ui bench lint version lock clean test-slurm tracking-server
+.PHONY: run reproduce publish screenshots test test-unit e2e ui bench lint version lock clean test-slurm tracking-server
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -40,6 +40,13 @@ reproduce: $(STAMP) $(PKG)  ## re-run this commit from a clean state in a tempor
 publish: $(STAMP) $(PKG)  ## deliberately regenerate published/phantom/summary.json from a clean run of this commit
 	$(BIN)/mripipe publish --cores $(CORES)
 	@echo "review and commit published/phantom/summary.json"
+
+# Chromium (Debian's package) is needed by this target only: installed here, never by `make test`.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+RUN ?= .
+screenshots: $(STAMP) $(PKG)  ## docs/img/*.png: the MLflow UI on a finished run (RUN=folder holding its mlflow.db)
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	$(BIN)/python docs/screenshots.py --run $(RUN)
 
 test: $(STAMP) $(PKG)  ## unit tests + one e2e DAG run on a tiny config
 	$(BIN)/pytest -q tests

@@ -252,3 +252,44 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
     folders = [f"results/preprocessed/{scan}" for scan in valid["scan"]]
     planned = _planned(_snakemake(work, "-n", *folders))
     assert planned.get("preprocess") == 1 and "manifest" not in planned, planned
+
+
+def test_report_has_every_category(run_dir: Path) -> None:
+    """`snakemake --report` tells the story: data, preprocessing QC, training, evaluation, summary."""
+    proc = _snakemake(run_dir, "--report", "results/report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (run_dir / "results" / "report.html").read_text()
+    for category in ("Data", "Preprocessing", "Training", "Evaluation", "Summary"):
+        assert f'"{category}"' in page, category
+    # each trial's curves, the search comparison, the model card, the data page, the QC gallery
+    for name in ("history.png", "search.png", "card.html", "data.html", "qc.png"):
+        assert name in page, name
+
+
+DVC_PLOTS = ("results/lesion_seg/eval/froc.tsv", "results/lesion_seg/eval/roc.tsv",
+             "results/burden_cls/eval/roc.tsv", "results/burden_cls/eval/per_case.tsv",
+             "results/lesion_seg/training/history.tsv", "results/burden_cls/training/history.tsv")
+
+
+def test_dvc_plots_show_renders_the_declared_plots(run_dir: Path, tmp_path: Path) -> None:
+    """dvc.yaml's plots render from the run's files in a fresh git + DVC repository."""
+    repo = tmp_path / "dvc"
+    repo.mkdir()
+    shutil.copy2(REPO / "dvc.yaml", repo / "dvc.yaml")
+    for rel in DVC_PLOTS:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run_dir / rel, repo / rel)
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([str(bindir / "dvc"), "init", "-q"], cwd=repo, check=True, env=env)
+    proc = subprocess.run([str(bindir / "dvc"), "plots", "show", "--json"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plots = json.loads(proc.stdout)["data"]
+    assert set(plots) == set(DVC_PLOTS)
+    for rel, (renderer,) in plots.items():
+        rows = renderer["content"]["data"]["values"]
+        assert len(rows) == len(pd.read_csv(run_dir / rel, sep="\t")), rel
+    confusion = plots["results/burden_cls/eval/per_case.tsv"][0]["content"]
+    assert json.dumps(confusion).count("true_class") >= 1 and "rect" in json.dumps(confusion)
