@@ -155,7 +155,12 @@ def infer_dataset(pkg: Package, root: str | Path, source: str, out_dir: str | Pa
 
 def cli_infer(ns: argparse.Namespace) -> str:
     """Adapter for ``mripipe infer``: one scan (``--input``) or a dataset (``--dataset``)."""
+    import SimpleITK as sitk
+
     torch.set_num_threads(max(1, int(ns.threads)))
+    # preprocessing as the pipeline runs it (one SimpleITK thread per job): registration with
+    # several threads differs from run to run
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
     device = ns.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     pkg = load_package(ns.model, device=device, tracking_uri=ns.tracking_uri)
     check = not ns.ignore_spacing
