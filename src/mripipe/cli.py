@@ -180,6 +180,8 @@ def _learn_commands(sub: Any) -> None:
     p.add_argument("--splits", default=None, help="training subjects of the fingerprint (package)")
     p.add_argument("--fingerprint", default=None, help="results/fingerprint.json (package)")
     p.add_argument("--patches", default=None, help="results/patches (classification volume parameters)")
+    p.add_argument("--preprocessed", default=None,
+                   help="results/preprocessed (segmentation: post-processing chosen on the validation scans)")
     p.add_argument("--package-params", type=_json, default={},
                    help='JSON {"preprocess": {...}, "predict": {...}, "threshold": t, "seed": s}')
     p.set_defaults(func=_run("learn.select", "cli_select"))

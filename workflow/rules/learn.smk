@@ -134,4 +134,4 @@ rule select:
         "--search {input.search} --params {params.cfg:q} --out {output.json} "
         "--model-dir {output.model} --manifest {input.manifest} --splits {input.splits} "
         "--fingerprint {input.fingerprint} --patches results/patches "
-        "--package-params {params.package:q} --log {log}"
+        "--preprocessed results/preprocessed --package-params {params.package:q} --log {log}"

@@ -301,6 +301,9 @@ def cli_evaluate(ns: argparse.Namespace) -> None:
     labels = read_manifest(ns.manifest).set_index("scan")
     cases["label"] = labels.loc[cases["scan"], "label"].to_numpy() if "label" in labels else ""
     pred = Path(ns.predictions)
+    # The selected model's threshold and minimum lesion volume, chosen on validation by select.
+    chosen = read_json(ns.selected).get("postprocess") or {}
+    ns.params = {**ns.params, **{k: chosen[k] for k in ("threshold", "min_lesion_mm3") if k in chosen}}
     if (pred / "predictions.tsv").exists():
         metrics = evaluate_classification(pred, Path(ns.out_dir), ns.params, ns.seed, ns.experiment)
     else:

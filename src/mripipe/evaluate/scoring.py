@@ -23,6 +23,7 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_image, to_array
+from mripipe.core.lesions import remove_small
 from mripipe.evaluate.detection import detect_scan, find_candidates
 from mripipe.evaluate.froc import ScanDetections
 
@@ -101,7 +102,8 @@ def score_scan(scan: str, prob_path: Path, label_path: Path | None, params: Mapp
     det = detect_scan(scan, prob, label, threshold=min(thr, float(param("evaluate", params, "candidate_threshold"))),
                       min_overlap=float(param("evaluate", params, "min_overlap")),
                       measure=str(param("evaluate", params, "overlap_measure")), instances=True)
-    pred, truth = prob >= thr, label > 0
+    min_voxels = float(params.get("min_lesion_mm3") or 0.0) / float(np.prod(spacing))
+    pred, truth = remove_small(prob >= thr, min_voxels), label > 0
     dice, hd95, convention = overlap_scores(pred, truth, spacing)
     ml = float(np.prod(spacing)) / 1000.0
     n_cand = len(find_candidates(prob, thr)[1])  # lesion load at the operating threshold

@@ -21,6 +21,7 @@ from torch import nn
 
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, read_image, to_array
+from mripipe.core.lesions import remove_small
 from mripipe.core.package import WEIGHTS_FILE, find_package, read_meta
 from mripipe.learn.networks import build_model, classify, segment_probability
 
@@ -171,12 +172,16 @@ def native_outputs(pkg: Package, prob: sitk.Image, folder: Path, native: Path
     """Probability and thresholded mask of a template-space map on the raw reference grid.
 
     Returns:
-        ``(prob, seg)``: float32 probabilities and the uint8 mask ``prob >= threshold``, both on
-        exactly the raw reference image's grid.
+        ``(prob, seg)``: float32 probabilities and the uint8 mask ``prob >= threshold`` without
+        its lesions under ``min_lesion_mm3`` (both chosen on validation), both on exactly the raw
+        reference image's grid.
     """
     prob_native = to_native(prob, Path(folder) / "transform.tfm", Path(native))
-    thr = float(pkg.meta["postprocess"]["threshold"])
-    seg = from_array((to_array(prob_native) >= thr).astype(np.uint8), prob_native)
+    post = pkg.meta["postprocess"]
+    mask = to_array(prob_native) >= float(post["threshold"])
+    voxel_mm3 = float(np.prod(prob_native.GetSpacing()))
+    mask = remove_small(mask, float(post.get("min_lesion_mm3", 0.0)) / voxel_mm3)
+    seg = from_array(mask.astype(np.uint8), prob_native)
     return prob_native, seg
 
 

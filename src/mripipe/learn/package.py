@@ -101,9 +101,12 @@ def package_meta(ckpt: Mapping[str, Any], channels: list[str], settings: Mapping
         roi = predict.get("roi_size") or ckpt["roi_size"]
         meta["window"] = {"roi_size": [int(v) for v in roi], "overlap": float(predict.get("sw_overlap", 0.5)),
                           "batch_size": int(predict.get("sw_batch_size", 2)), "blend": "gaussian"}
+        chosen = dict(settings.get("postprocess") or {})
         meta["postprocess"] = {"threshold": float(settings["threshold"]),
+                               "min_lesion_mm3": float(chosen.get("min_lesion_mm3", 0.0)),
                                "mask_outside_brain": bool(predict.get("mask_outside_brain", True)),
-                               "resample": "linear probabilities to the native grid, then threshold"}
+                               "resample": "linear probabilities to the native grid, then threshold",
+                               "chosen_on_validation": chosen or None}
     else:
         if volume is None:
             raise InputError(f"{ckpt.get('trial')}: a classification package needs the volume parameters")

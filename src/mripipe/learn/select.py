@@ -72,6 +72,11 @@ def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mappin
     settings = dict(inputs["settings"])
     settings["preprocess"] = with_defaults("preprocess", settings.get("preprocess"))
     settings.setdefault("target_spacing", read_json(inputs["fingerprint"])["target_spacing"])
+    if inputs.get("preprocessed"):  # segmentation: threshold and minimum lesion on validation
+        from mripipe.learn.postprocess import validation_postprocess
+
+        chosen = validation_postprocess(ranked["trial_dir"], inputs, fold, settings)
+        settings |= {"threshold": chosen["threshold"], "postprocess": chosen}
     meta_path = Path(inputs.get("patches") or "") / META
     volume = read_json(meta_path) if inputs.get("patches") and meta_path.is_file() else None
     return write_package(ranked["trial_dir"], model_dir, channel_columns(read_manifest(inputs["manifest"])),
@@ -120,8 +125,10 @@ def select_trial(
     ckpt = torch.load(Path(best["trial_dir"]) / "checkpoint.pt", map_location="cpu", weights_only=True)
     run_id = str(ckpt.get("mlflow_run_id", ""))
     registry: dict[str, Any] = {"model_uri": None}
+    postprocess = None
     if model_dir is not None:
-        build_package(best, search, package_inputs or {}, model_dir, int(params.get("fold", 0)))
+        meta = build_package(best, search, package_inputs or {}, model_dir, int(params.get("fold", 0)))
+        postprocess = meta.get("postprocess")
     if run_id:
         c = tracking.client(search["tracking_uri"])
         if log_model and model_dir is not None:
@@ -147,6 +154,7 @@ def select_trial(
         "parent_run_id": str(search["parent_run_id"]),
         "tracking_uri": search["tracking_uri"],
         "model_dir": str(model_dir) if model_dir is not None else None,
+        "postprocess": postprocess,
         **registry,
     }
     write_json(out, doc)
@@ -160,6 +168,9 @@ def cli_select(ns: argparse.Namespace) -> None:
     model_dir = getattr(ns, "model_dir", None)
     inputs = {"manifest": getattr(ns, "manifest", None), "splits": getattr(ns, "splits", None),
               "fingerprint": getattr(ns, "fingerprint", None), "patches": getattr(ns, "patches", None),
+              # segmentation: the post-processing is chosen on the validation scans
+              "preprocessed": getattr(ns, "preprocessed", None)
+              if ns.params.get("task", "segmentation") == "segmentation" else None,
               "settings": getattr(ns, "package_params", None) or {}}
     if model_dir is not None and not all(inputs[k] for k in ("manifest", "splits", "fingerprint")):
         raise InputError("select --model-dir needs --manifest, --splits and --fingerprint")

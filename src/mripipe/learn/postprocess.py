@@ -1,0 +1,147 @@
+"""Post-processing of the selected segmentation model, chosen on validation only.
+
+The selected trial's lesion probabilities on its validation scans (sliding window, template space)
+are pooled, and the probability threshold and minimum lesion volume that maximise the pooled
+lesion Dice ``2 sum(TP) / (2 sum(TP) + sum(FP) + sum(FN))`` over every validation voxel are chosen
+(false positives in lesion-free scans count). A connected component (26-connectivity) of the
+thresholded map smaller than the minimum volume is removed. Ties go to the threshold nearest 0.5,
+then the smaller minimum volume (:func:`mripipe.core.lesions.remove_small` applies it). The
+test split is never read: ``select`` calls this with the
+validation subjects of the trials' fold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mripipe.core.lesions import components
+from mripipe.learn.networks import segment_probability
+from mripipe.learn.validators import ValScan
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.2, 0.91, 0.05))
+MIN_VOLUMES_MM3 = (0.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+
+
+def component_table(prob: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
+    """Size and lesion overlap (voxels) of each 26-connected component of ``prob >= threshold``.
+
+    Returns:
+        int64 ``(K, 2)``: ``[size, voxels inside truth]`` per component.
+    """
+    labels, k = components(prob >= threshold)
+    if k == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    size = np.bincount(labels.ravel(), minlength=k + 1)[1:]
+    hits = np.bincount(labels[truth].ravel(), minlength=k + 1)[1:]
+    return np.stack([size, hits], axis=1).astype(np.int64)
+
+
+def dice_grid(
+    probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], voxel_mm3: float,
+    thresholds: Sequence[float] = THRESHOLDS, min_volumes_mm3: Sequence[float] = MIN_VOLUMES_MM3,
+) -> list[dict[str, float]]:
+    """Pooled lesion Dice of every (threshold, minimum volume) pair.
+
+    Args:
+        probs: lesion probabilities per scan, ``(X, Y, Z)`` each.
+        truths: boolean lesion masks on the same grids.
+        voxel_mm3: the volume of one voxel.
+        thresholds: probability thresholds to try.
+        min_volumes_mm3: minimum lesion volumes to try (0 keeps every component).
+
+    Returns:
+        ``[{"threshold", "min_lesion_mm3", "dice"}, ...]``, thresholds outer.
+    """
+    n_truth = float(sum(int(t.sum()) for t in truths))
+    rows = []
+    for thr in thresholds:
+        tables = [component_table(p, t, thr) for p, t in zip(probs, truths, strict=True)]
+        comps = np.concatenate(tables) if tables else np.zeros((0, 2), np.int64)
+        for vol in min_volumes_mm3:
+            kept = comps[comps[:, 0] * voxel_mm3 >= vol]
+            tp, pred = float(kept[:, 1].sum()), float(kept[:, 0].sum())
+            dice = 2 * tp / (pred + n_truth) if pred + n_truth > 0 else 1.0
+            rows.append({"threshold": float(thr), "min_lesion_mm3": float(vol), "dice": dice})
+    return rows
+
+
+def best_setting(grid: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The row of :func:`dice_grid` with the highest Dice; ties: threshold nearest 0.5, then the
+    smaller minimum volume."""
+    return min(grid, key=lambda r: (-round(r["dice"], 12), abs(r["threshold"] - 0.5),
+                                    r["min_lesion_mm3"]))
+
+
+def choose_postprocess(
+    model: nn.Module, scans: Sequence[ValScan], roi_size: Sequence[int], voxel_mm3: float,
+    sw_batch_size: int = 2, overlap: float = 0.5,
+) -> dict[str, Any]:
+    """Choose the threshold and minimum lesion volume on the validation scans.
+
+    Args:
+        model: the selected segmentation network (eval mode).
+        scans: the validation scans (:func:`mripipe.learn.validators.load_val_scans`).
+        roi_size: sliding-window size (the training patch size).
+        voxel_mm3: template-grid voxel volume.
+        sw_batch_size: windows per forward pass.
+        overlap: sliding-window overlap (that of ``predict``).
+
+    Returns:
+        ``{"threshold", "min_lesion_mm3", "val_dice_pooled", "val_dice_pooled_at_0.5",
+        "n_val_scans", "criterion", "grid"}`` (the grid as rows, for selected.json).
+    """
+    probs, truths = [], []
+    with torch.no_grad():
+        for s in scans:
+            probs.append(segment_probability(model, s.image, roi_size, sw_batch_size, overlap).numpy())
+            truths.append(s.label[0].numpy() > 0)
+    grid = dice_grid(probs, truths, voxel_mm3)
+    best = best_setting(grid)
+    plain = next(r["dice"] for r in grid if r["threshold"] == 0.5 and r["min_lesion_mm3"] == 0.0)
+    log.info("post-processing on %d validation scans: threshold %.2f, min lesion %.0f mm3 "
+             "(pooled Dice %.4f; %.4f at 0.5 without a minimum)", len(scans), best["threshold"],
+             best["min_lesion_mm3"], best["dice"], plain)
+    return {"threshold": best["threshold"], "min_lesion_mm3": best["min_lesion_mm3"],
+            "val_dice_pooled": best["dice"], "val_dice_pooled_at_0.5": plain,
+            "n_val_scans": len(scans), "criterion": "pooled validation Dice", "grid": grid}
+
+
+def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fold: int,
+                           settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The post-processing of the selected trial: chosen on its fold's validation scans, unless
+    ``predict.threshold`` / ``predict.min_lesion_mm3`` set it explicitly (an override).
+
+    Args:
+        trial_dir: the selected trial folder (``checkpoint.pt``).
+        inputs: ``manifest``, ``splits`` (paths) and ``preprocessed`` (folder) of ``select``.
+        fold: the fold the trials trained on.
+        settings: the package settings (``predict`` section, ``target_spacing``).
+
+    Returns:
+        :func:`choose_postprocess`'s result, with ``threshold`` and ``min_lesion_mm3`` replaced
+        by any override and ``override`` naming the replaced keys.
+    """
+    from mripipe.core.splits import load_splits
+    from mripipe.learn.networks import load_trained
+    from mripipe.learn.validators import load_val_scans
+
+    predict = dict(settings.get("predict") or {})
+    model, ckpt = load_trained(trial_dir, "cpu")
+    val = list(load_splits(inputs["splits"], "select")["folds"][fold]["val"])
+    scans = load_val_scans(inputs["manifest"], inputs["preprocessed"], val)
+    voxel_mm3 = float(np.prod([float(s) for s in settings["target_spacing"]]))
+    chosen = choose_postprocess(model, scans, predict.get("roi_size") or ckpt["roi_size"], voxel_mm3,
+                                int(predict.get("sw_batch_size", 2)),
+                                float(predict.get("sw_overlap", 0.5)))
+    override = {k: float(predict[k]) for k in ("threshold", "min_lesion_mm3")
+                if predict.get(k) is not None}
+    return chosen | override | {"override": sorted(override)}
