@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -82,7 +83,8 @@ def shared_view(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     metrics = [metric] + sorted(k for k in keys["metrics"] if k.startswith(("selected_", "test_"))
                                 and "ci95" not in k)[:6]
     space = [p for p in sorted(keys["params"]) if p.startswith(("optimizer.", "network.", "loss.", "training."))]
-    columns = ["attributes.`Dataset`"] + [f"metrics.`{m}`" for m in metrics] + [f"params.`{p}`" for p in space[:8]]
+    columns = (["attributes.`Dataset`", f"metrics.`{metric}`"] + [f"params.`{p}`" for p in space[:6]]
+               + [f"metrics.`{m}`" for m in metrics[1:]])
     return {"runsExpanded": {p: True for p in parents}, "selectedColumns": columns,
             "orderByKey": f"metrics.`{metric}`", "orderByAsc": False, "compareRunsMode": "TABLE"}
 
@@ -95,9 +97,16 @@ def chromium() -> str:
     raise RuntimeError("no chromium: `apt-get install -y chromium` (make screenshots does)")
 
 
-def screenshot(url: str, out: Path, size: str = "1600,900") -> None:
+def screenshot(url: str, out: Path, profile: Path, size: str = "2200,900") -> None:
+    """Headless Chromium screenshot of ``url`` (the page's scripts get 20 s of virtual time).
+
+    ``profile`` is a Chromium profile kept across the shots: MLflow opens its assistant panel on
+    a browser's first visit only (a flag in local storage), so a first throwaway visit keeps it
+    out of the pictures.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           f"--user-data-dir={profile}",
            "--no-first-run", "--disable-extensions", f"--window-size={size}",
            "--virtual-time-budget=20000", f"--screenshot={out}", url]
     subprocess.run(cmd, check=True, capture_output=True, timeout=180)
@@ -120,10 +129,13 @@ def take(run_dir: Path, experiment: str, out_dir: Path) -> list[Path]:
                                                      "key": f"mlflow.sharedViewState.{SHARE_KEY}",
                                                      "value": json.dumps(shared_view(runs, metric))})
         shots = [out_dir / "mlflow_runs.png", out_dir / "mlflow_parallel.png"]
-        screenshot(f"{base}/#/experiments/{exp_id}/runs?viewStateShareKey={SHARE_KEY}", shots[0])
+        profile = Path(tempfile.mkdtemp(prefix="mripipe-chromium-"))
+        screenshot(f"{base}/#/experiments/{exp_id}/runs", profile / "first-visit.png", profile)
+        screenshot(f"{base}/#/experiments/{exp_id}/runs?viewStateShareKey={SHARE_KEY}", shots[0], profile)
         ids = json.dumps([r["info"]["run_id"] for r in trials])
         query = urllib.parse.urlencode({"runs": ids, "experiments": json.dumps([exp_id])})
-        screenshot(f"{base}/#/compare-runs?{query}", shots[1], "1600,1400")
+        screenshot(f"{base}/#/compare-runs?{query}", shots[1], profile, "1800,1100")
+        shutil.rmtree(profile, ignore_errors=True)
         return shots
     finally:
         server.terminate()

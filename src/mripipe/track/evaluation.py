@@ -52,7 +52,7 @@ def tracking_uri(selected: Mapping[str, Any], selected_path: Path) -> str | None
 def summarise_search(c: Any, parent: str, selected: Mapping[str, Any], metrics: Mapping[str, Any],
                      eval_run: str) -> None:
     """Give the parent (search) run the test result of its selected trial, so one row of the runs
-    table tells the story: ``test_*`` metrics (headline values and CI bounds), the evaluation
+    table tells the story: ``test_*`` metrics (the metrics with a CI, their bounds, the counts), the evaluation
     run, and where the model is (the package folder, the registered model and its alias).
 
     The selected trial and its validation metric are logged there by ``select``.
@@ -61,7 +61,11 @@ def summarise_search(c: Any, parent: str, selected: Mapping[str, Any], metrics: 
 
     from mripipe.track.tracking import retry
 
-    values = [Metric(f"test_{k}", v, 0, 0) for k, v in sorted(flat_metrics(metrics).items()) if "." not in k]
+    # the headline metrics (those with a bootstrap CI), their CI bounds and the test-set counts;
+    # not the evaluation settings that metrics.json also records
+    headline = set(metrics.get("ci95") or {})
+    keep = headline | {f"{k}_ci95_{b}" for k in headline for b in ("low", "high")} | {"n_scans", "n_subjects", "n_lesions"}
+    values = [Metric(f"test_{k}", v, 0, 0) for k, v in sorted(flat_metrics(metrics).items()) if k in keep]
     tags = {"mripipe.evaluation_run_id": eval_run, "mripipe.model_package": selected.get("model_dir"),
             "mripipe.registered_model": selected.get("registered_model"),
             "mripipe.registered_model_version": selected.get("model_version"),

@@ -75,15 +75,18 @@ def test_search_and_trials_log_the_dataset_and_parent_gets_test_metrics(tmp_path
                 "tracking_uri": uri, "model_dir": "results/lesion_seg/model",
                 "registered_model": "lesion_seg", "model_version": "1",
                 "champion_uri": "models:/lesion_seg@champion"}
-    metrics = {"task": "segmentation", "dice": 0.61, "froc_score": 0.4, "ci95": {"dice": [0.5, 0.7]},
+    metrics = {"task": "segmentation", "dice": 0.61, "froc_score": 0.4, "n_scans": 4, "bootstrap": 1000,
+               "min_overlap": 0.1, "ci95": {"dice": [0.5, 0.7], "froc_score": [0.2, 0.6]},
                "sensitivity_at_fp": {"0.125": 0.2}}
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()
     (eval_dir / "metrics.json").write_text(json.dumps(metrics))
     eval_run = log_evaluation("lesion_seg", selected, tmp_path / "selected.json", eval_dir, metrics, {})
     run = c.get_run(search["parent_run_id"])
+    # the headline metrics with their CIs and the counts; not the settings (bootstrap, min_overlap)
     assert run.data.metrics == {"test_dice": 0.61, "test_froc_score": 0.4, "test_dice_ci95_low": 0.5,
-                                "test_dice_ci95_high": 0.7}
+                                "test_dice_ci95_high": 0.7, "test_froc_score_ci95_low": 0.2,
+                                "test_froc_score_ci95_high": 0.6, "test_n_scans": 4.0}
     assert run.data.tags["mripipe.champion_uri"] == "models:/lesion_seg@champion"
     assert run.data.tags["mripipe.model_package"] == "results/lesion_seg/model"
     assert run.data.tags["mripipe.evaluation_run_id"] == eval_run
