@@ -32,8 +32,10 @@ wildcard_constraints:
 
 def code(command):
     """The mripipe source files `mripipe <command>` executes, relative to the working directory
-    (the repository root when run there: a finished run that is moved stays up to date)."""
-    return code_files(["mripipe.cli", command_module(command)], relative_to=Path(os.getcwd()))
+    (the repository root when run there: a finished run that is moved stays up to date). The
+    dispatcher cli.py is left out: it only parses arguments, and a changed command line already
+    re-runs a job (Snakemake's `code` trigger), so editing it does not re-run the whole DAG."""
+    return code_files([command_module(command)], relative_to=Path(os.getcwd()))
 
 
 def section(name):
