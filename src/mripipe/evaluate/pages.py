@@ -56,9 +56,10 @@ def _panel(ax: Any, table: pd.DataFrame, key: str, metric: str) -> None:
     y = table[metric].astype(float)
     x = table[key]
     numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
-    if not numeric:
-        cats = sorted(map(str, x.unique()))
-        x = x.astype(str).map({c: i for i, c in enumerate(cats)})
+    if not numeric:  # categories; list values (e.g. network.channels) are labelled as text
+        labels = x.map(str)
+        cats = sorted(labels.unique())
+        x = labels.map({c: i for i, c in enumerate(cats)})
         ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
     elif (x > 0).all() and x.max() / max(x.min(), 1e-300) > 20:
         ax.set_xscale("log")

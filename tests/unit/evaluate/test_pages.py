@@ -67,3 +67,16 @@ def test_data_page_lists_excluded_scans_and_problems(tmp_path: Path) -> None:
     (tmp_path / "excluded.tsv").write_text("scan\tstage\tcheck\treason\n")
     empty = data_page(tmp_path / "validation.tsv", tmp_path / "excluded.tsv")
     assert "0 scan(s) excluded" in empty and "<p>None.</p>" in empty
+
+
+def test_search_plot_takes_list_valued_parameters(tmp_path: Path) -> None:
+    """A searched list (network.channels) is a category, labelled by its text (it crashed the
+    report job of the e2e run with 'unhashable type: list')."""
+    dirs = _trials(tmp_path)
+    params = {"search": {"space": {"network.channels": {"choice": [[4, 8], [8, 16]]}}}}
+    (tmp_path / "selected.json").write_text(json.dumps({"trial": "trial-001", "metric": "val_dice",
+                                                        "value": 0.71, "epoch": 3}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "segmentation", "dice": 0.6}))
+    write_training_pages("lesion_seg", dirs, tmp_path / "selected.json", tmp_path / "metrics.json",
+                         params, tmp_path / "training")
+    assert (tmp_path / "training" / "search.png").stat().st_size > 0
