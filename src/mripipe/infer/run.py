@@ -66,6 +66,12 @@ def check_inputs(pkg: Package, inputs: Sequence[str | Path]) -> None:
                 "--ignore-spacing to apply the model anyway")
 
 
+def _scan_name(reference: Path) -> str:
+    """``sub-001_ses-01_T1w.nii.gz`` -> ``sub-001_ses-01`` (the file stem without its suffix)."""
+    stem = reference.name.split(".")[0]
+    return stem.rsplit("_", 1)[0] if "_" in stem else stem
+
+
 def infer_scan(pkg: Package, inputs: Sequence[str | Path], out_dir: str | Path,
                check_spacing: bool = True, sw_batch_size: int | None = None) -> dict[str, Any]:
     """Preprocess one raw scan, apply the package, write its outputs on the input's grid.
@@ -94,7 +100,10 @@ def infer_scan(pkg: Package, inputs: Sequence[str | Path], out_dir: str | Path,
                            "trial": pkg.meta.get("trial"), "mlflow_run_id": pkg.meta["mlflow"].get("run_id"),
                            "task": pkg.task}
     with tempfile.TemporaryDirectory(prefix="mripipe-infer-") as tmp:
-        folder = Path(tmp) / out.name
+        # the registration seed derives from (seed, folder name): name the folder after the scan
+        # (the reference file without its BIDS suffix), never after --out, so a scan gives the
+        # same result wherever it is written, and the pipeline's result for a pipeline scan
+        folder = Path(tmp) / _scan_name(channels[pkg.channels[0]])
         preprocess_scan(channels, None, folder, pkg.meta["preprocess"], pkg.meta["target_spacing"],
                         seed=int(pkg.meta.get("seed", 0)))
         t1 = time.perf_counter()
