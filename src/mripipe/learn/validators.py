@@ -21,6 +21,7 @@ from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_preprocessed
 from mripipe.data.manifest import read_manifest
 from mripipe.learn.networks import autocast, segment_logits
+from mripipe.learn.patches import brain_box
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,6 @@ class ValScan:
     scan: str
     image: torch.Tensor
     label: torch.Tensor
-
-
-def brain_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Bounding box of a ``(X, Y, Z)`` mask grown by ``margin`` voxels (whole volume if empty)."""
-    nz = np.nonzero(mask)
-    if len(nz[0]) == 0:
-        return tuple(slice(0, s) for s in mask.shape)
-    return tuple(
-        slice(max(0, int(i.min()) - margin), min(s, int(i.max()) + margin + 1))
-        for i, s in zip(nz, mask.shape, strict=True)
-    )
 
 
 def load_val_scans(
