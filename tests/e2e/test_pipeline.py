@@ -68,9 +68,17 @@ def test_data_contract_outputs_exist(run_dir: Path) -> None:
     manifest = pd.read_csv(res / "manifest.tsv", sep="\t")
     assert {"subject", "session", "scan", "T1w", "FLAIR", "label", "class"} <= set(manifest.columns)
     assert manifest["scan"].is_unique and len(manifest) >= 9
-    for scan in manifest["scan"]:
+    ready = pd.read_csv(res / "manifest.ready.tsv", sep="\t")
+    excluded = pd.read_csv(res / "excluded.tsv", sep="\t")
+    # every scan is either ready (all preprocessing outputs) or excluded with its reason
+    assert len(ready) >= 0.75 * len(manifest)
+    assert set(ready["scan"]) | set(excluded["scan"]) == set(manifest["scan"])
+    assert not set(ready["scan"]) & set(excluded["scan"])
+    assert excluded["reason"].astype(str).str.len().gt(0).all()
+    for scan in ready["scan"]:
         d = res / "preprocessed" / scan
-        for name in ("image.nii.gz", "label.nii.gz", "brainmask.nii.gz", "transform.tfm", "qc.json", "qc.png"):
+        for name in ("image.nii.gz", "label.nii.gz", "brainmask.nii.gz", "transform.tfm", "qc.json",
+                     "qc.png", "status.json"):
             assert (d / name).is_file(), d / name
     splits = json.loads((res / "splits.json").read_text())
     assert splits["test"] and splits["folds"] and splits["test_sha256"]
