@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "tests" / "e2e" / "config.yaml"
@@ -222,8 +223,12 @@ def _planned(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
 def _edited(work: Path, rel: str) -> tuple[Path, bytes, float]:
     path = work / rel
     content, mtime = path.read_bytes(), path.stat().st_mtime
-    if path.suffix == ".py":  # a code edit; other files are rewritten with the same content
+    if path.suffix == ".py":  # a code edit
         path.write_bytes(content + b"\n# edited by the re-run test\n")
+    else:  # a table row: one more scan (a copy of the last, under a new name)
+        last = content.decode().rstrip("\n").splitlines()[-1].split("\t")
+        last[2] = "sub-099_ses-01"
+        path.write_bytes(content + ("\t".join(last) + "\n").encode())
     os.utime(path, (time.time() + 5, time.time() + 5))
     return path, content, mtime
 
@@ -247,7 +252,7 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
         "src/mripipe/learn/trainer.py": ({"train": 2, "select": 2},
                                          {"preprocess", "patches", "split", "manifest"}),
         # a new manifest (say, one more scan) re-validates but re-plans no scan's preprocessing
-        "results/manifest.tsv": ({}, {"preprocess", "manifest", "phantom"}),
+        "results/manifest.tsv": ({"validate": 1}, {"preprocess", "manifest", "phantom"}),
     }
     for rel, (expected, untouched) in cases.items():
         path, content, mtime = _edited(work, rel)
@@ -259,9 +264,14 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
         for rule, count in expected.items():
             assert planned.get(rule) == count, (rel, planned)
         assert not untouched & set(planned), (rel, planned)
-    # replacing one raw image re-runs that scan's preprocessing only
+    # replacing one raw image (new content: Snakemake ignores a mere touch) re-runs that scan only
     raw = work / valid["FLAIR"].iloc[0]
-    os.utime(raw, (time.time() + 5, time.time() + 5))
+    img = sitk.ReadImage(str(raw))
+    arr = sitk.GetArrayFromImage(img)
+    arr[0, 0, 0] += 1
+    new = sitk.GetImageFromArray(arr)
+    new.CopyInformation(img)
+    sitk.WriteImage(new, str(raw), True)
     folders = [f"results/preprocessed/{scan}" for scan in valid["scan"]]
     planned = _planned(_snakemake(work, "-n", *folders))
     assert planned.get("preprocess") == 1 and "manifest" not in planned, planned
