@@ -10,6 +10,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export DO_NOT_TRACK := 1
+# UTF-8 whatever locale a library sets (C locale elsewhere would decode files as ASCII)
+export PYTHONUTF8 := 1
 # rules call the `mripipe` console script: put the environment's bin first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 

@@ -40,7 +40,7 @@ def test_every_module_lives_in_a_stage_package() -> None:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_package_says_what_it_owns(package: str) -> None:
-    doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
+    doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text(encoding="utf-8")))
     assert doc and len(doc.split()) >= 25, f"{package}/__init__.py needs a paragraph on what it owns"
 
 
@@ -96,14 +96,14 @@ def _sources() -> list[Path]:
 
 
 def test_modules_stay_small() -> None:
-    big = {str(p.relative_to(ROOT)): n for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    big = {str(p.relative_to(ROOT)): n for p in _sources() if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert big == {}
 
 
 def test_functions_stay_short() -> None:
     long = {}
     for path in _sources():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 n = (node.end_lineno or node.lineno) - node.lineno + 1
                 if n > MAX_FUNCTION_LINES:

@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("path", ["config/config.yaml", "tests/e2e/config.yaml"])
 def test_shipped_configs_are_valid(path: str) -> None:
-    jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load((REPO / path).read_text()))
+    jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load((REPO / path).read_text(encoding="utf-8")))
 
 
 def test_every_schema_key_is_documented() -> None:
@@ -85,7 +85,7 @@ def test_every_object_in_the_schema_is_closed() -> None:
 
 def test_no_module_keeps_its_own_defaults() -> None:
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "src").rglob("*.py")
-                 if "DEFAULTS" in p.read_text() and p.name != "config.py"]
+                 if "DEFAULTS" in p.read_text(encoding="utf-8") and p.name != "config.py"]
     assert offenders == []
 
 

@@ -65,7 +65,7 @@ def direct_imports(module: str, root: Path = ROOT) -> frozenset[str]:
     if path is None:
         raise KeyError(f"{module}: no such module under {root}")
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]

@@ -27,7 +27,7 @@ def schema() -> dict[str, Any]:
     """The parsed config schema."""
     if not SCHEMA_PATH.is_file():
         raise FileNotFoundError(f"{SCHEMA_PATH}: config schema not found (mripipe runs from its repository)")
-    return dict(yaml.safe_load(SCHEMA_PATH.read_text()))
+    return dict(yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8")))
 
 
 def _fill(node: Mapping[str, Any], value: Any) -> Any:

@@ -103,7 +103,7 @@ def test_eight_concurrent_trials_lose_nothing(tmp_path: Path) -> None:
             subprocess.Popen(
                 [sys.executable, "-c", TRIAL, uri, str(search_path), f"trial-{i:03d}", str(i),
                  str(N_EPOCHS)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
             )
             for i in range(N_TRIALS)
         ]
