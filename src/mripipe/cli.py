@@ -166,6 +166,8 @@ def _learn_commands(sub: Any) -> None:
     p.add_argument("--search", required=True, help="results/{experiment}/search.json")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--trials-per-gpu", type=int, default=1,
+                   help="trials sharing one GPU (train.trials_per_gpu): k slots per device")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_run("learn.train", "cli_train"))
 

@@ -92,3 +92,23 @@ def test_command_module_names_what_a_rule_executes() -> None:
     assert command_module("evaluate") == "mripipe.evaluate.evaluation"
     with pytest.raises(KeyError):
         command_module("nope")
+
+
+def test_trials_per_gpu_reaches_the_device_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train.trials_per_gpu` travels rule -> `--trials-per-gpu` -> train_trial(per_device=k),
+    which hands it to core.devices.allocate (tested there with fake devices)."""
+    import mripipe.learn.train as train
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(train, "train_trial", lambda *a, **kw: seen.update(kw))
+    ns = build_parser().parse_args([
+        "train", "--experiment", "e", "--trial", "trial-000", "--patches", "p", "--splits", "s",
+        "--preprocessed", "x", "--manifest", "m", "--search", "j", "--seed", "1", "--out-dir", "o",
+        "--trials-per-gpu", "3",
+    ])
+    train.cli_train(ns)
+    assert seen["per_device"] == 3
+    rule = (Path(__file__).resolve().parents[2] / "workflow" / "rules" / "learn.smk").read_text(encoding="utf-8")
+    # a resource, not a param or a literal: re-packing trials onto GPUs never re-runs one
+    assert 'trials_per_gpu=config["train"]["trials_per_gpu"]' in rule
+    assert "--trials-per-gpu {resources.trials_per_gpu}" in rule

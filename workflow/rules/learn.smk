@@ -98,8 +98,11 @@ rule train:
     resources:
         gpu=1,
         mem_mb=3000,
+        # a resource, not a param: packing trials onto GPUs never re-runs one
+        trials_per_gpu=config["train"]["trials_per_gpu"],
     shell:
         "mripipe train --experiment {wildcards.experiment} --trial {wildcards.trial} "
+        "--trials-per-gpu {resources.trials_per_gpu} "
         "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
         "--manifest {input.manifest} --search {input.search} --seed {SEED} "
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"

@@ -4,7 +4,9 @@ run :func:`mripipe.learn.trainer.fit` on an allocated device and track it as a n
 Outputs (``out_dir`` = ``results/{experiment}/trials/{trial}``): ``params.json``,
 ``checkpoint.pt`` (best), ``last.pt`` (resume state), ``history.tsv``, ``val_metrics.json``,
 ``history.png``. A killed job rerun with the same arguments resumes from ``last.pt`` and
-continues the same MLflow run.
+continues the same MLflow run. With successive halving (:mod:`mripipe.learn.ladder`) a trial
+stops at its rung's budget; promoted into a rung slot (``results/{experiment}/rungs/{r}/slot-{k}``)
+it continues its previous rung's ``last.pt`` and MLflow run, writing the same files there.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from mripipe.core.devices import allocate
 from mripipe.core.errors import InputError
 from mripipe.core.splits import load_splits
 from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
+from mripipe.learn.ladder import RungJob, promoted
 from mripipe.learn.networks import build_model, check_input_size
-from mripipe.learn.search import METRICS, default_metric, flatten, resolve_params, trial_index
+from mripipe.learn.search import flatten, resolve_params, search_metric, trial_index
 from mripipe.learn.trainer import FitResult, fit, seed_everything
 from mripipe.learn.validators import (
     classification_validator,
@@ -158,6 +161,8 @@ def train_trial(
     threads: int = 1,
     lock_dir: str | Path = ".mripipe/gpu-locks",
     devices: Sequence[str] | None = None,
+    per_device: int = 1,
+    job: RungJob | None = None,
 ) -> FitResult:
     """Train trial ``trial`` of ``experiment`` and track it in MLflow.
 
@@ -176,19 +181,21 @@ def train_trial(
         threads: CPU threads for torch.
         lock_dir: GPU lock folder (see :mod:`mripipe.core.devices`).
         devices: device names for allocation (default: the visible CUDA devices).
+        per_device: trials sharing one device (``train.trials_per_gpu``).
+        job: its rung of successive halving: the epoch to stop at and, promoted, the folder it
+            continues (default: the whole budget, from scratch).
 
     Returns:
         The :class:`~mripipe.learn.trainer.FitResult`.
     """
     out = Path(out_dir)
     p = resolve_params(params, trial_index(trial))
-    task = p["task"]
-    metric = _metric(params, task)
+    task, metric, job = p["task"], search_metric(params), job or RungJob()
     write_json(out / "params.json", p)
     fold, train, val = _fold(splits_path, params)
     search = read_json(search_path)
     trial_seed = derive_seed(seed, "train", experiment, trial)
-    with allocate(lock_dir, devices) as slot, torch_settings(torch.device(slot.device), threads):
+    with allocate(lock_dir, devices, per_device=per_device) as slot, torch_settings(torch.device(slot.device), threads):
         device = torch.device(slot.device)
         workers = max(0, threads - 1) if device.type == "cuda" else 0
         batches, steps, _, val_input, meta = _data(
@@ -201,15 +208,15 @@ def train_trial(
         model = build_model(p, meta["in_channels"], meta["n_classes"]).to(device)
 
         c = tracking.client(search["tracking_uri"])
-        tags = _run_tags(task, slot.device, params, [splits_path, Path(patches_dir) / "index.tsv"])
-        run_id = tracking.open_trial_run(c, search, trial, flatten(p), tags)
+        tags = _run_tags(task, slot.device, params, [splits_path, Path(patches_dir) / "index.tsv"], job)
+        run_id = tracking.open_trial_run(c, search, trial, flatten(p), tags, _source_run(job))
         meta |= {"experiment": experiment, "trial": trial, "mlflow_run_id": run_id,
                  "task": task, "fold": fold, "data_hash": tags["data_hash"]}
         log.info("%s/%s on %s: %s, %d steps/epoch, %d train / %d val subjects", experiment,
                  trial, slot.device, p["network"]["name"], steps, len(train), len(val))
         try:
             result = fit(model, loss, batches, steps, validate, p, metric, out, device, meta,
-                         _epoch_logger(c, run_id))
+                         _epoch_logger(c, run_id), job.stop_at, job.resume_from)
         except BaseException:
             tracking.finish_run(c, run_id, status="FAILED")
             raise
@@ -219,12 +226,12 @@ def train_trial(
     return result
 
 
-def _metric(params: dict[str, Any], task: str) -> str:
-    """The validation metric to maximise: ``search.metric``, else the task's default."""
-    metric = str((params.get("search") or {}).get("metric") or default_metric(task))
-    if metric not in METRICS[task]:
-        raise InputError(f"search.metric {metric!r} is not produced by {task}; use {METRICS[task]}")
-    return metric
+def _source_run(job: RungJob) -> str | None:
+    """A promoted trial's MLflow run (its previous rung's checkpoint says which): it continues there."""
+    path = None if job.resume_from is None else Path(job.resume_from) / "checkpoint.pt"
+    if path is None or not path.is_file():
+        return None
+    return str(torch.load(path, map_location="cpu", weights_only=True).get("mlflow_run_id") or "") or None
 
 
 def _fold(splits_path: str | Path, params: dict[str, Any]) -> tuple[int, list[str], list[str]]:
@@ -254,15 +261,18 @@ def _loss_and_validator(
 
 
 def _run_tags(
-    task: str, device: str, params: dict[str, Any], data_files: list[str | Path]
+    task: str, device: str, params: dict[str, Any], data_files: list[str | Path], job: RungJob
 ) -> dict[str, str]:
-    """MLflow tags of a trial run: task, device, config and data hashes, git commit."""
+    """MLflow tags of a trial run: task, device, config and data hashes, rung, git commit."""
     tags = {
         "task": task,
         "device": device,
         "config_hash": tracking.config_hash(params),
         "data_hash": tracking.data_hash(data_files),
+        "rung": str(job.rung),
     }
+    if job.stop_at is not None:
+        tags["rung_budget"] = str(job.stop_at)
     commit = tracking.git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -289,8 +299,12 @@ def _finish_run(c: Any, run_id: str, result: FitResult, metric: str, out: Path) 
 
 
 def cli_train(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe train``."""
+    """Adapter for ``mripipe train``: a trial (``--trial``) or a promoted rung slot (``--promote``)."""
+    trial, job = ns.trial, RungJob(stop_at=ns.budget)
+    if ns.promote:
+        trial, job = promoted(ns.promote, ns.slot, ns.budget)
     train_trial(
-        ns.experiment, ns.trial, ns.patches, ns.splits, ns.preprocessed, ns.manifest, ns.search,
+        ns.experiment, trial, ns.patches, ns.splits, ns.preprocessed, ns.manifest, ns.search,
         ns.seed, ns.params, ns.out_dir, ns.threads, lock_dir=Path.cwd() / ".mripipe" / "gpu-locks",
+        per_device=ns.trials_per_gpu, job=job,
     )
