@@ -245,8 +245,8 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
         # N4 code: every preprocess job (and what follows), nothing upstream
         "src/mripipe/preprocess/intensity.py": ({"preprocess": n_scans},
                                                 {"phantom", "manifest", "validate"}),
-        # FROC code: evaluation, not training or inference
-        "src/mripipe/evaluate/froc.py": ({"evaluate": 2, "summarise": 1},
+        # bootstrap statistics: evaluation, not training or inference
+        "src/mripipe/evaluate/stats.py": ({"evaluate": 2, "summarise": 1},
                                          {"preprocess", "train", "predict", "select", "patches"}),
         # the training loop: the trials and what follows, not the data
         "src/mripipe/learn/trainer.py": ({"train": 2, "select": 2},

@@ -109,9 +109,12 @@ rule train:
 
 
 def package_params(wildcards):
-    """What the model package records besides the trial: preprocessing, window, threshold, seed."""
+    """What the model package records besides the trial: preprocessing, window, threshold, seed,
+    and the evaluation's lesion matching (the candidate threshold is chosen with it)."""
+    ev = config["evaluate"]
+    matching = {k: ev[k] for k in ("min_overlap", "overlap_measure", "interpolate")}
     return json.dumps({"preprocess": config["preprocess"], "predict": config["predict"],
-                       "threshold": config["evaluate"]["threshold"], "seed": SEED}, sort_keys=True)
+                       "threshold": ev["threshold"], "evaluate": matching, "seed": SEED}, sort_keys=True)
 
 
 rule select:

@@ -9,9 +9,10 @@ STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """26-connected components of a ``(X, Y, Z)`` mask: ``(labels, count)``, labels 1..count."""
+    """26-connected components of a ``(X, Y, Z)`` mask: ``(labels, count)``, int32 labels
+    1..count (0 = background)."""
     labels, k = ndimage.label(np.asarray(mask, dtype=bool), structure=STRUCTURE)
-    return labels, int(k)
+    return labels.astype(np.int32, copy=False), int(k)
 
 
 def remove_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:

@@ -27,7 +27,7 @@ from mripipe.core.subjects import subject_predictions
 from mripipe.core.utils import atomic_path, json_safe, read_json, write_json
 from mripipe.data.manifest import held_out_scans, read_manifest
 from mripipe.evaluate import plots
-from mripipe.evaluate.froc import (
+from mripipe.core.froc import (
     FP_RATES,
     ScanDetections,
     detection_metrics,
@@ -301,9 +301,13 @@ def cli_evaluate(ns: argparse.Namespace) -> None:
     labels = read_manifest(ns.manifest).set_index("scan")
     cases["label"] = labels.loc[cases["scan"], "label"].to_numpy() if "label" in labels else ""
     pred = Path(ns.predictions)
-    # The selected model's threshold and minimum lesion volume, chosen on validation by select.
+    # The selected model's threshold, minimum lesion volume and candidate threshold, chosen on
+    # validation by select; a number in evaluate.candidate_threshold overrides the last.
     chosen = read_json(ns.selected).get("postprocess") or {}
-    ns.params = {**ns.params, **{k: chosen[k] for k in ("threshold", "min_lesion_mm3") if k in chosen}}
+    keys = ["threshold", "min_lesion_mm3"]
+    if ns.params.get("candidate_threshold") is None:
+        keys.append("candidate_threshold")
+    ns.params = {**ns.params, **{k: chosen[k] for k in keys if k in chosen}}
     if (pred / "predictions.tsv").exists():
         metrics = evaluate_classification(pred, Path(ns.out_dir), ns.params, ns.seed, ns.experiment)
     else:

@@ -24,8 +24,8 @@ from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.lesions import remove_small
-from mripipe.evaluate.detection import detect_scan, find_candidates
-from mripipe.evaluate.froc import ScanDetections
+from mripipe.core.detection import detect_scan, find_candidates
+from mripipe.core.froc import ScanDetections
 
 HD95_CONVENTION = ("HD95 (mm, MONAI, 95th percentile) when prediction and truth both hold voxels; "
                    "the image diagonal in mm when exactly one is empty (BraTS); 0 when both are "
@@ -99,7 +99,8 @@ def score_scan(scan: str, prob_path: Path, label_path: Path | None, params: Mapp
     thr = float(param("evaluate", params, "threshold"))
     # Candidates come from a lower threshold than the mask, so the FROC curve sweeps operating
     # points beyond the mask's; each is scored by its maximum probability (DESIGN.md).
-    det = detect_scan(scan, prob, label, threshold=min(thr, float(param("evaluate", params, "candidate_threshold"))),
+    cand = param("evaluate", params, "candidate_threshold")  # null: none chosen, the mask's own
+    det = detect_scan(scan, prob, label, threshold=min(thr, float(thr if cand is None else cand)),
                       min_overlap=float(param("evaluate", params, "min_overlap")),
                       measure=str(param("evaluate", params, "overlap_measure")), instances=True)
     min_voxels = float(params.get("min_lesion_mm3") or 0.0) / float(np.prod(spacing))

@@ -104,6 +104,7 @@ def package_meta(ckpt: Mapping[str, Any], channels: list[str], settings: Mapping
         chosen = dict(settings.get("postprocess") or {})
         meta["postprocess"] = {"threshold": float(settings["threshold"]),
                                "min_lesion_mm3": float(chosen.get("min_lesion_mm3", 0.0)),
+                               "candidate_threshold": chosen.get("candidate_threshold"),
                                "mask_outside_brain": bool(predict.get("mask_outside_brain", True)),
                                "resample": "linear probabilities to the native grid, then threshold",
                                "chosen_on_validation": chosen or None}

@@ -5,9 +5,14 @@ are pooled, and the probability threshold and minimum lesion volume that maximis
 lesion Dice ``2 sum(TP) / (2 sum(TP) + sum(FP) + sum(FN))`` over every validation voxel are chosen
 (false positives in lesion-free scans count). A connected component (26-connectivity) of the
 thresholded map smaller than the minimum volume is removed. Ties go to the threshold nearest 0.5,
-then the smaller minimum volume (:func:`mripipe.core.lesions.remove_small` applies it). The
-test split is never read: ``select`` calls this with the
-validation subjects of the trials' fold.
+then the smaller minimum volume (:func:`mripipe.core.lesions.remove_small` applies it).
+
+The lesion candidate threshold (the components behind FROC, AP and the case AUROC) is chosen on
+the same predictions: the value in :data:`CANDIDATE_THRESHOLDS` (at most the chosen mask
+threshold) with the highest validation FROC score, with the evaluation's own matching
+(:mod:`mripipe.core.detection`, ``evaluate.min_overlap`` / ``overlap_measure`` /
+``interpolate``); ties go to the value nearest 0.3. The test split is never read: ``select`` calls
+this with the validation subjects of the trials' fold.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mripipe.core.detection import detect_scan
+from mripipe.core.froc import detection_metrics
 from mripipe.core.lesions import components
 from mripipe.learn.networks import segment_probability
 from mripipe.learn.validators import ValScan
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.2, 0.91, 0.05))
 MIN_VOLUMES_MM3 = (0.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+CANDIDATE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def component_table(prob: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
@@ -81,11 +89,44 @@ def best_setting(grid: Sequence[dict[str, float]]) -> dict[str, float]:
                                     r["min_lesion_mm3"]))
 
 
+def choose_candidate_threshold(
+    probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], mask_threshold: float,
+    detection: Mapping[str, Any] | None = None, names: Sequence[str] | None = None,
+) -> tuple[float, list[dict[str, float]]]:
+    """The lesion candidate threshold with the best validation FROC score.
+
+    Args:
+        probs: lesion probabilities per validation scan.
+        truths: boolean lesion masks (lesions = their 26-connected components).
+        mask_threshold: the chosen mask threshold; candidates never start above it.
+        detection: ``min_overlap``, ``overlap_measure``, ``interpolate`` (the ``evaluate`` section).
+        names: scan ids (for the log).
+
+    Returns:
+        ``(threshold, rows)``: the choice, and ``{"candidate_threshold", "froc_score",
+        "sensitivity_at_1"}`` per value tried.
+    """
+    det = dict(detection or {})
+    names = list(names) if names is not None else [f"val-{i}" for i in range(len(probs))]
+    rows = []
+    for c in (c for c in CANDIDATE_THRESHOLDS if c <= mask_threshold + 1e-9):
+        found = [detect_scan(n, p, t, threshold=c, min_overlap=float(det.get("min_overlap", 0.1)),
+                             measure=str(det.get("overlap_measure", "iou")))
+                 for n, p, t in zip(names, probs, truths, strict=True)]
+        m = detection_metrics(found, bool(det.get("interpolate", False)))
+        rows.append({"candidate_threshold": c, "froc_score": float(m["froc_score"]),
+                     "sensitivity_at_1": float(m["sensitivity_at_fp"]["1"])})
+    if not rows:
+        return float(mask_threshold), rows
+    best = min(rows, key=lambda r: (-round(r["froc_score"], 12), abs(r["candidate_threshold"] - 0.3)))
+    return best["candidate_threshold"], rows
+
+
 def choose_postprocess(
     model: nn.Module, scans: Sequence[ValScan], roi_size: Sequence[int], voxel_mm3: float,
-    sw_batch_size: int = 2, overlap: float = 0.5,
+    sw_batch_size: int = 2, overlap: float = 0.5, detection: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Choose the threshold and minimum lesion volume on the validation scans.
+    """Choose the threshold, minimum lesion volume and candidate threshold on the validation scans.
 
     Args:
         model: the selected segmentation network (eval mode).
@@ -94,10 +135,12 @@ def choose_postprocess(
         voxel_mm3: template-grid voxel volume.
         sw_batch_size: windows per forward pass.
         overlap: sliding-window overlap (that of ``predict``).
+        detection: the evaluation's matching settings (see :func:`choose_candidate_threshold`).
 
     Returns:
         ``{"threshold", "min_lesion_mm3", "val_dice_pooled", "val_dice_pooled_at_0.5",
-        "n_val_scans", "criterion", "grid"}`` (the grid as rows, for selected.json).
+        "candidate_threshold", "val_froc_score", "n_val_scans", "criterion", "grid",
+        "candidate_grid"}`` (the grids as rows, for selected.json).
     """
     probs, truths = [], []
     with torch.no_grad():
@@ -107,12 +150,18 @@ def choose_postprocess(
     grid = dice_grid(probs, truths, voxel_mm3)
     best = best_setting(grid)
     plain = next(r["dice"] for r in grid if r["threshold"] == 0.5 and r["min_lesion_mm3"] == 0.0)
+    cand, cand_grid = choose_candidate_threshold(probs, truths, best["threshold"], detection,
+                                                 [s.scan for s in scans])
+    froc = next((r["froc_score"] for r in cand_grid if r["candidate_threshold"] == cand), float("nan"))
     log.info("post-processing on %d validation scans: threshold %.2f, min lesion %.0f mm3 "
              "(pooled Dice %.4f; %.4f at 0.5 without a minimum)", len(scans), best["threshold"],
              best["min_lesion_mm3"], best["dice"], plain)
+    log.info("candidate threshold %.2f (validation FROC score %.4f)", cand, froc)
     return {"threshold": best["threshold"], "min_lesion_mm3": best["min_lesion_mm3"],
             "val_dice_pooled": best["dice"], "val_dice_pooled_at_0.5": plain,
-            "n_val_scans": len(scans), "criterion": "pooled validation Dice", "grid": grid}
+            "candidate_threshold": cand, "val_froc_score": froc,
+            "n_val_scans": len(scans), "criterion": "pooled validation Dice; candidates: validation FROC score",
+            "grid": grid, "candidate_grid": cand_grid}
 
 
 def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fold: int,
@@ -141,7 +190,7 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
     voxel_mm3 = float(np.prod([float(s) for s in settings["target_spacing"]]))
     chosen = choose_postprocess(model, scans, predict.get("roi_size") or ckpt["roi_size"], voxel_mm3,
                                 int(predict.get("sw_batch_size", 2)),
-                                float(predict.get("sw_overlap", 0.5)))
+                                float(predict.get("sw_overlap", 0.5)), settings.get("evaluate"))
     override = {k: float(predict[k]) for k in ("threshold", "min_lesion_mm3")
                 if predict.get(k) is not None}
     return chosen | override | {"override": sorted(override)}

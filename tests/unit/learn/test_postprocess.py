@@ -6,7 +6,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from mripipe.learn.postprocess import best_setting, choose_postprocess, component_table, dice_grid
+from mripipe.learn.postprocess import (
+    best_setting,
+    choose_candidate_threshold,
+    choose_postprocess,
+    component_table,
+    dice_grid,
+)
 from mripipe.learn.validators import ValScan
 
 
@@ -69,3 +75,25 @@ def test_choose_postprocess_picks_the_validation_optimum() -> None:
     # then the smallest such minimum on the grid (10 mm3).
     assert chosen["threshold"] == 0.5 and chosen["min_lesion_mm3"] == 10.0
     assert chosen["val_dice_pooled"] == 1.0 and np.isclose(chosen["val_dice_pooled_at_0.5"], 16 / 17)
+
+
+def test_candidate_threshold_is_chosen_on_validation_froc() -> None:
+    """Lesion A is predicted at 0.7, lesion B only at 0.25, a background blob at 0.15. Candidates
+    from 0.3 up miss B (sensitivity 1/2); 0.2 and 0.1 find both (the 0.1-only blob scores below
+    both hits, so FROC is equal) and the tie goes to the value nearest 0.3: 0.2."""
+    prob = np.zeros((12, 12, 12), np.float32)
+    truth = np.zeros((12, 12, 12), bool)
+    truth[1:3, 1:3, 1:3] = truth[8:10, 8:10, 8:10] = True
+    prob[1:3, 1:3, 1:3] = 0.7
+    prob[8:10, 8:10, 8:10] = 0.25
+    prob[1:3, 8:10, 1:3] = 0.15
+    chosen, rows = choose_candidate_threshold([prob], [truth], 0.5)
+    assert chosen == 0.2
+    froc = {r["candidate_threshold"]: r["froc_score"] for r in rows}
+    assert froc[0.1] == froc[0.2] == 1.0 and froc[0.3] == froc[0.4] == froc[0.5] == 0.5
+    # never above the mask threshold
+    assert choose_candidate_threshold([prob], [truth], 0.15)[0] == 0.1
+    # through choose_postprocess, recorded with its grid
+    scan = ValScan("v", torch.zeros(1, 12, 12, 12), torch.from_numpy(truth[None].astype(np.float32)))
+    full = choose_postprocess(Fixed(prob).eval(), [scan], (12, 12, 12), 1.0, overlap=0.0)
+    assert full["candidate_threshold"] <= full["threshold"] and full["candidate_grid"]
