@@ -5,7 +5,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config, unless config files are given on the command line: then they are the
+# whole config (a recipe, the e2e config), and the schema fills every key they leave out.
+# Snakemake would otherwise merge them into this file's experiments and phantom settings.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -60,6 +60,8 @@ def _data_commands(sub: Any) -> None:
     p.add_argument("--out", required=True, help="BIDS root to create (must not exist yet)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--layout", choices=["bids", "msd"], default="bids",
+                   help="bids (default) or msd: imagesTr/labelsTr/dataset.json, two classes (lesion rim 1, core 2)")
     p.set_defaults(func=_run("data.phantom", "cli_phantom"))
 
     p = sub.add_parser("dicom", help="convert a folder of DICOM studies with dcm2niix (a cache)")

@@ -5,6 +5,10 @@ rigid co-registration of the other channels onto the reference (first) channel -
 registration of the reference to the ICBM152 template -> resampling of every channel (B-spline)
 and of the label (nearest neighbour) onto ``reference_grid(target_spacing)`` -> skull strip with
 the template brain mask -> z-score inside the mask -> QC (qc.json, qc.png).
+
+With ``register: false`` and ``skull_strip: false`` a scan stays in its own space instead
+(:mod:`mripipe.preprocess.native`): its reoriented grid, cropped to the foreground and resampled to
+the target spacing; ``transform.tfm`` is the identity and qc.json records the crop box.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mripipe.core.imageio import from_array, load_channels, read_label, to_array
 from mripipe.core.template import reference_grid, template_brainmask
 from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
 from mripipe.preprocess import intensity, registration
+from mripipe.preprocess import native as native_space
 from mripipe.preprocess.qc import NativeChannel, save_qc_png, truth_metrics
 
 log = logging.getLogger(__name__)
@@ -130,12 +135,11 @@ def _preprocess(
     tx_ref: sitk.Transform = to_template if to_template is not None else sitk.AffineTransform(3)
 
     with _timed(timings, "resample"):
-        grid = reference_grid(spacing)
+        grid, brain, crop = _target(imgs[ref], spacing, p)
         resampled = _resample_channels(work, names, coreg, tx_ref, grid, p)
-        brain = to_array(template_brainmask(spacing)) > 0
         lab_arr = _resample_label(lab, grid, tx_ref, brain.shape)
     with _timed(timings, "normalise"):
-        stack = _normalise(resampled, brain, p)
+        stack = native_space.normalise(np.stack(resampled).astype(np.float32), brain, p, crop is not None)
     with _timed(timings, "write"):
         _write_outputs(out_dir, stack, lab_arr, brain, grid, tx_ref)
     with _timed(timings, "qc_png"):
@@ -144,6 +148,9 @@ def _preprocess(
         )
 
     qc = _qc_summary(scan, names, spacing, grid, native_info, p, brain, lab_arr)
+    qc["space"] = "template" if crop is None else "native"
+    if crop is not None:
+        qc["crop"] = crop.as_dict()
     if truth:
         with _timed(timings, "truth"):
             qc["truth"] = truth_metrics(
@@ -164,6 +171,11 @@ def _check_params(
         )
     if p["denoise"] not in intensity.DENOISE_METHODS:
         raise InputError(f"{out_dir}: unknown denoise method {p['denoise']!r}")
+    if p["normalise"] not in native_space.NORMALISE_MODES or p["crop"] not in ("nonzero", "none"):
+        raise InputError(f"{out_dir}: unknown normalise {p['normalise']!r} or crop {p['crop']!r}")
+    low, high = (float(v) for v in p["ct_window"])
+    if not low < high:
+        raise InputError(f"{out_dir}: ct_window must be [low, high] with low < high, got {p['ct_window']!r}")
     return spacing[0], spacing[1], spacing[2]
 
 
@@ -271,15 +283,17 @@ def _resample_label(
     return to_array(sitk.Resample(lab, grid, tx_ref, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16))
 
 
-def _normalise(resampled: list[np.ndarray], brain: np.ndarray, p: dict[str, Any]) -> np.ndarray:
-    """Stack the channels ``(C, X, Y, Z)``; z-score inside the brain and/or skull strip."""
-    stack = np.stack(resampled).astype(np.float32)
-    for c in range(len(resampled)):
-        if p["normalise"]:
-            stack[c] = intensity.zscore_in_mask(stack[c], brain, zero_outside=bool(p["skull_strip"]))
-        elif p["skull_strip"]:
-            stack[c][~brain] = 0
-    return stack
+def _target(
+    ref: sitk.Image, spacing: tuple[float, float, float], p: dict[str, Any]
+) -> tuple[sitk.Image, np.ndarray, native_space.Crop | None]:
+    """The output grid, its mask (template brain, or the scan's foreground) and the crop box
+    (None on the template path). ``ref``: the reference channel as loaded (and reoriented)."""
+    if not native_space.is_native(p):
+        return reference_grid(spacing), to_array(template_brainmask(spacing)) > 0, None
+    fg = native_space.foreground(ref, float(p["foreground_threshold"]))
+    box = native_space.crop_box(fg, str(p["crop"]))
+    grid = native_space.output_grid(ref, box, spacing)
+    return grid, native_space.mask_on_grid(fg, ref, grid), box
 
 
 def _write_outputs(

@@ -161,5 +161,10 @@ def _log_summary(scans: list[dict[str, Any]], seconds: float, out: Path) -> None
 
 
 def cli_phantom(ns: argparse.Namespace) -> None:
-    """CLI adapter: ``mripipe phantom --out --seed --workers --params``."""
+    """CLI adapter: ``mripipe phantom --out --seed --workers --params [--layout bids|msd]``."""
+    if getattr(ns, "layout", "bids") == "msd":
+        from mripipe.data.phantom.msd import generate_msd
+
+        generate_msd(ns.out, ns.seed, ns.params, workers=ns.workers)
+        return
     generate_cohort(ns.out, ns.seed, ns.params, workers=ns.workers)
