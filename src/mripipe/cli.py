@@ -130,7 +130,7 @@ def _preprocess_commands(sub: Any) -> None:
 
 
 def _learn_commands(sub: Any) -> None:
-    """Subcommands of learning: split, patches, search-init, train, select."""
+    """Subcommands of learning: split, patches, search-init, train, rung, select."""
     p = sub.add_parser("split", help="patient-level stratified split with a locked test set")
     _common(p)
     p.add_argument("--manifest", required=True)
@@ -160,7 +160,12 @@ def _learn_commands(sub: Any) -> None:
     p = sub.add_parser("train", help="train one random-search trial")
     _common(p)
     p.add_argument("--experiment", required=True)
-    p.add_argument("--trial", required=True, help="trial-000, trial-001, ...")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", help="trial-000, trial-001, ...")
+    which.add_argument("--promote", help="results/{experiment}/rungs/rung-{r}.json: continue a survivor")
+    p.add_argument("--slot", type=int, default=0, help="with --promote: the survivor's rank (0 = best)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="stop at this epoch of the schedule (the rung's budget; default training.epochs)")
     p.add_argument("--patches", required=True, help="results/patches")
     p.add_argument("--splits", required=True)
     p.add_argument("--preprocessed", required=True)
@@ -172,6 +177,15 @@ def _learn_commands(sub: Any) -> None:
                    help="trials sharing one GPU (train.trials_per_gpu): k slots per device")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_run("learn.train", "cli_train"))
+
+    p = sub.add_parser("rung", help="rank a rung of successive halving on validation; who goes on")
+    _common(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--rung", type=int, required=True, help="0-based rung number")
+    p.add_argument("--trials", nargs="+", required=True, help="the rung's folders (trials or slots)")
+    p.add_argument("--previous", default=None, help="rung > 0: the previous rung's file")
+    p.add_argument("--out", required=True, help="results/{experiment}/rungs/rung-{r}.json")
+    p.set_defaults(func=_run("learn.rungs", "cli_rung"))
 
     p = sub.add_parser("select", help="pick the best trial on the validation metric only")
     _common(p)
@@ -188,6 +202,8 @@ def _learn_commands(sub: Any) -> None:
                    help="results/preprocessed (segmentation: post-processing chosen on the validation scans)")
     p.add_argument("--package-params", type=_json, default={},
                    help='JSON {"preprocess": {...}, "predict": {...}, "threshold": t, "seed": s}')
+    p.add_argument("--rungs", nargs="*", default=[],
+                   help="successive halving: the ranked rungs' files; --trials are the last rung's slots")
     p.set_defaults(func=_run("learn.select", "cli_select"))
 
 

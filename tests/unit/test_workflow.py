@@ -98,3 +98,28 @@ def test_defaults_for_direct_callers_equal_what_snakemake_fills() -> None:
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     for section in ("phantom", "preprocess", "split", "patches", "predict", "evaluate"):
         assert with_defaults(section) == config[section], section
+
+
+def _job_counts(out: str) -> dict[str, int]:
+    """The dry run's "Job stats" table: rule -> number of jobs."""
+    table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {line.split()[0]: int(line.split()[1]) for line in table.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
+def test_successive_halving_rungs_are_dag_jobs(tmp_path: Path) -> None:
+    """4 trials, rungs 2, eta 2: 4 trials of 4 epochs (10 // 2, cut to val_every 2), one `rung`
+    job, 2 slots continuing to 10 epochs, and select reads the slots; rungs 1 has no rung job."""
+    exp = "experiments: {x: {task: segmentation, search: {n_trials: 4, rungs: %d}}}\n"
+    for name in ("two", "one", "bad"):
+        (tmp_path / name).mkdir()
+    proc = _dry_run(exp % 2, tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = _job_counts(proc.stdout)
+    assert (counts["train"], counts["rung"], counts["train_rung"], counts["select"]) == (4, 1, 2, 1)
+    assert "results/x/rungs/1/slot-001/val_metrics.json" in proc.stdout
+    assert "wildcards: experiment=x, rung=1, slot=001" in proc.stdout
+    plain = _dry_run(exp % 1, tmp_path / "one")
+    assert plain.returncode == 0 and "rung" not in _job_counts(plain.stdout)
+    bad = _dry_run(exp % 4, tmp_path / "bad")  # budgets 0, 2, 4, 10: no epoch in rung 0
+    assert bad.returncode != 0 and "rung budgets [0, 2, 4, 10]" in bad.stdout + bad.stderr

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from mripipe.cli import command_module  # noqa: E402
 from mripipe.core.codegraph import code_files  # noqa: E402
 from mripipe.data.manifest import channel_columns  # noqa: E402
+from mripipe.learn.ladder import ladder  # noqa: E402
 
 SEED = config["seed"]
 EXPERIMENTS = sorted(config["experiments"])
@@ -126,6 +127,71 @@ def trials(wildcards):
 
 def trial_metrics(wildcards):
     return [f"{t}/val_metrics.json" for t in trials(wildcards)]
+
+
+# Successive halving (search.rungs > 1): rung 0 is the trials above, stopped at their rung's
+# budget; rung r >= 1 is slots 0..n-1 under rungs/{r}/, each continuing the survivor of that rank
+# in rungs/rung-{r-1}.json. With rungs: 1 there is no rung job and select reads the trials.
+def experiment_ladder(wildcards):
+    return ladder(config["experiments"][wildcards.experiment])
+
+
+def rung_budget(wildcards):
+    """The epoch a training job stops at: its rung's budget (rule train: rung 0)."""
+    return experiment_ladder(wildcards)[int(getattr(wildcards, "rung", 0))].budget
+
+
+def rung_dirs(wildcards, rung):
+    if rung == 0:
+        return trials(wildcards)
+    n = experiment_ladder(wildcards)[rung].n_trials
+    return [f"results/{wildcards.experiment}/rungs/{rung}/slot-{k:03d}" for k in range(n)]
+
+
+def rung_file(wildcards, rung):
+    return f"results/{wildcards.experiment}/rungs/rung-{rung}.json"
+
+
+def rung_inputs(wildcards):
+    """Rule rung: the rung's val_metrics.json files and, from rung 1, the previous rung's file."""
+    rung = int(wildcards.rung)
+    files = {"metrics": [f"{d}/val_metrics.json" for d in rung_dirs(wildcards, rung)]}
+    if rung:
+        files["previous"] = rung_file(wildcards, rung - 1)
+    return files
+
+
+def rung_args(wildcards):
+    """`--trials DIR... [--previous FILE]` for `mripipe rung`."""
+    rung = int(wildcards.rung)
+    args = ["--trials", *rung_dirs(wildcards, rung)]
+    if rung:
+        args += ["--previous", rung_file(wildcards, rung - 1)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def promoted_from(wildcards):
+    """Rule train_rung: the ranked previous rung, whose survivor of rank `slot` it continues."""
+    return rung_file(wildcards, int(wildcards.rung) - 1)
+
+
+def final_trials(wildcards):
+    """The folders select chooses among: the last rung's (the trials, with rungs: 1)."""
+    return rung_dirs(wildcards, len(experiment_ladder(wildcards)) - 1)
+
+
+def final_metrics(wildcards):
+    return [f"{t}/val_metrics.json" for t in final_trials(wildcards)]
+
+
+def ladder_files(wildcards):
+    """The ranked rungs' files (none with rungs: 1)."""
+    return [rung_file(wildcards, r) for r in range(len(experiment_ladder(wildcards)) - 1)]
+
+
+def ladder_args(wildcards):
+    files = ladder_files(wildcards)
+    return " ".join(["--rungs", *files]) if files else ""
 
 
 def experiment_params(wildcards):

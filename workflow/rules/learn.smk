@@ -5,6 +5,7 @@
 localrules:
     split,
     search_init,
+    rung,
     select,
 
 
@@ -89,6 +90,7 @@ rule train:
                       labels={"figure": "learning curves", "trial": "{trial}"}),
     params:
         cfg=experiment_params,
+        budget=rung_budget,
         out_dir="results/{experiment}/trials/{trial}",
     log:
         "logs/{experiment}/{trial}.log",
@@ -104,7 +106,70 @@ rule train:
         "mripipe train --experiment {wildcards.experiment} --trial {wildcards.trial} "
         "--trials-per-gpu {resources.trials_per_gpu} "
         "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
-        "--manifest {input.manifest} --search {input.search} --seed {SEED} "
+        "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
+        "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
+
+
+# Successive halving (search.rungs > 1, see mripipe.learn.ladder): `rung` ranks rung r on
+# validation; slot k of rung r+1 continues the k-th survivor from its own last.pt to the larger
+# budget. Trial ids come from the rung file at run time, so the DAG stays static.
+
+
+rule rung:
+    input:
+        unpack(rung_inputs),
+        code=code("rung"),
+    output:
+        json="results/{experiment}/rungs/rung-{rung}.json",
+    params:
+        cfg=experiment_params,
+        args=rung_args,
+    log:
+        "logs/{experiment}/rung-{rung}.log",
+    wildcard_constraints:
+        rung=r"\d+",
+    shell:
+        "mripipe rung --experiment {wildcards.experiment} --rung {wildcards.rung} {params.args} "
+        "--params {params.cfg:q} --out {output.json} --log {log}"
+
+
+rule train_rung:
+    input:
+        rung=promoted_from,
+        index="results/patches/index.tsv",
+        splits="results/splits.json",
+        manifest=MANIFEST,
+        search="results/{experiment}/search.json",
+        code=code("train"),
+    output:
+        params="results/{experiment}/rungs/{rung}/slot-{slot}/params.json",
+        checkpoint="results/{experiment}/rungs/{rung}/slot-{slot}/checkpoint.pt",
+        history="results/{experiment}/rungs/{rung}/slot-{slot}/history.tsv",
+        metrics="results/{experiment}/rungs/{rung}/slot-{slot}/val_metrics.json",
+        curves=report("results/{experiment}/rungs/{rung}/slot-{slot}/history.png",
+                      caption="../report/history.rst", category="Training", subcategory="{experiment}",
+                      labels={"figure": "learning curves", "trial": "rung {rung} slot {slot}"}),
+    params:
+        cfg=experiment_params,
+        budget=rung_budget,
+        out_dir="results/{experiment}/rungs/{rung}/slot-{slot}",
+    log:
+        "logs/{experiment}/rung-{rung}-slot-{slot}.log",
+    benchmark:
+        "benchmarks/{experiment}/rung-{rung}-slot-{slot}.tsv"
+    wildcard_constraints:
+        rung=r"[1-9]\d*",
+        slot=r"\d+",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        trials_per_gpu=config["train"]["trials_per_gpu"],
+    shell:
+        "mripipe train --experiment {wildcards.experiment} --promote {input.rung} "
+        "--slot {wildcards.slot} --trials-per-gpu {resources.trials_per_gpu} "
+        "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
+        "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
 
 
@@ -119,7 +184,8 @@ def package_params(wildcards):
 
 rule select:
     input:
-        metrics=trial_metrics,
+        metrics=final_metrics,
+        rungs=ladder_files,
         search="results/{experiment}/search.json",
         manifest=MANIFEST,
         splits="results/splits.json",
@@ -132,7 +198,8 @@ rule select:
     params:
         cfg=experiment_params,
         package=package_params,
-        trials=trials,
+        trials=final_trials,
+        ladder=ladder_args,
     log:
         "logs/{experiment}/select.log",
     shell:
@@ -140,4 +207,5 @@ rule select:
         "--search {input.search} --params {params.cfg:q} --out {output.json} "
         "--model-dir {output.model} --manifest {input.manifest} --splits {input.splits} "
         "--fingerprint {input.fingerprint} --patches results/patches "
-        "--preprocessed results/preprocessed --package-params {params.package:q} --log {log}"
+        "--preprocessed results/preprocessed --package-params {params.package:q} {params.ladder} "
+        "--log {log}"

@@ -187,3 +187,18 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def default_metric(task: str) -> str:
     """The selection metric of a task when the config names none."""
     return METRICS[task][0]
+
+
+def search_metric(params: dict[str, Any]) -> str:
+    """The validation metric to maximise: ``search.metric``, else the task's default.
+
+    Raises:
+        InputError: the metric is not one the experiment's task produces.
+    """
+    task = str(params.get("task", "segmentation"))
+    if task not in METRICS:
+        raise InputError(f"unknown task {task!r}; expected one of {TASKS}")
+    metric = str((params.get("search") or {}).get("metric") or default_metric(task))
+    if metric not in METRICS[task]:
+        raise InputError(f"search.metric {metric!r} is not produced by {task}; use {METRICS[task]}")
+    return metric

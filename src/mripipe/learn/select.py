@@ -11,44 +11,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import read_json, write_json
+from mripipe.learn.ladder import survivors
 from mripipe.learn.package import log_package
+from mripipe.learn.rungs import ladder_record, rank_trials
+from mripipe.learn.search import search_metric
 from mripipe.track import tracking
 
+__all__ = ["build_package", "cli_select", "rank_trials", "select_trial"]
+
 log = logging.getLogger(__name__)
-
-
-def rank_trials(trial_dirs: Sequence[str | Path], metric: str) -> list[dict[str, Any]]:
-    """Trials ranked by ``metric`` from their ``val_metrics.json``, best (highest) first.
-
-    Ties are broken by trial name; a NaN value ranks last.
-
-    Returns:
-        ``[{"trial", "trial_dir", "value", "epoch"}, ...]``.
-    """
-    rows = []
-    for d in trial_dirs:
-        path = Path(d) / "val_metrics.json"
-        metrics = read_json(path)
-        if metric not in metrics:
-            raise InputError(f"{path}: no {metric!r} (has {sorted(metrics)})")
-        value = float(metrics[metric])
-        rows.append({"trial": Path(d).name, "trial_dir": str(d), "value": value,
-                     "epoch": int(metrics.get("epoch", 0))})
-    if not rows:
-        raise InputError("select: no trial given")
-
-    def key(row: dict[str, Any]) -> tuple[bool, float, str]:
-        nan = math.isnan(row["value"])
-        return (nan, 0.0 if nan else -row["value"], row["trial"])
-
-    return sorted(rows, key=key)
 
 
 def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mapping[str, Any],
@@ -94,6 +71,7 @@ def select_trial(
     log_model: bool = True,
     model_dir: str | Path | None = None,
     package_inputs: Mapping[str, Any] | None = None,
+    rung_files: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Pick the trial with the highest validation metric and write ``selected.json``.
 
@@ -107,18 +85,18 @@ def select_trial(
             with the alias ``champion`` (needs ``model_dir``).
         model_dir: where to write the model package (``results/{experiment}/model``); None = none.
         package_inputs: what the package is built from (see :func:`build_package`).
+        rung_files: successive halving: the ranked rungs' files, in order; ``trial_dirs`` are then
+            the last rung's slots, holding the survivors of the last file.
 
     Returns:
         selected.json: ``{"experiment", "trial", "trial_dir", "metric", "value", "epoch",
         "ranking", "mlflow_run_id", "mlflow_experiment_id", "parent_run_id", "tracking_uri",
-        "model_dir", "model_uri", "registered_model", "model_version", "champion_uri"}``.
+        "model_dir", "model_uri", "registered_model", "model_version", "champion_uri"}``, and
+        ``"rungs"`` (:func:`~mripipe.learn.rungs.ladder_record`) with ``rung_files``.
     """
-    from mripipe.learn.search import default_metric
-
-    search = read_json(search_path)
-    metric = str((params.get("search") or {}).get("metric")
-                 or default_metric(params.get("task", "segmentation")))
-    ranking = rank_trials(trial_dirs, metric)
+    search, metric = read_json(search_path), search_metric(params)
+    names = [row["trial"] for row in survivors(rung_files[-1])] if rung_files else None
+    ranking = rank_trials(trial_dirs, metric, names)
     best = ranking[0]
     import torch
 
@@ -157,6 +135,8 @@ def select_trial(
         "postprocess": postprocess,
         **registry,
     }
+    if rung_files:  # which trial each slot held, and every rung's decisions
+        doc["rungs"] = ladder_record(rung_files)
     write_json(out, doc)
     log.info("%s: selected %s (%s=%.4f) of %d trials", experiment, best["trial"], metric,
              best["value"], len(ranking))
@@ -175,4 +155,4 @@ def cli_select(ns: argparse.Namespace) -> None:
     if model_dir is not None and not all(inputs[k] for k in ("manifest", "splits", "fingerprint")):
         raise InputError("select --model-dir needs --manifest, --splits and --fingerprint")
     select_trial(ns.experiment, ns.trials, ns.search, ns.params, ns.out, model_dir=model_dir,
-                 package_inputs=inputs)
+                 package_inputs=inputs, rung_files=getattr(ns, "rungs", None) or ())

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from mripipe.core.errors import InputError
 from mripipe.core.utils import atomic_path, interactive, write_json
 from mripipe.learn.networks import autocast
+from mripipe.learn.resume import resume_state, rng_state, save_torch, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -107,34 +108,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
-                  int(has_gauss), float(cached)],
-        "python": [random.getstate()[0], list(random.getstate()[1])],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate((state["python"][0], tuple(state["python"][1]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_torch(obj: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary name, then rename (a kill never leaves half a file)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def write_history(rows: list[dict[str, float]], path: Path) -> None:
     """history.tsv, atomically; floats as Python's shortest exact repr (exact round trip)."""
     table = pd.DataFrame(rows)
@@ -188,6 +161,7 @@ class _Loop:
     metric: str
     meta: dict[str, Any]
     out_dir: Path
+    stop: int  # the epoch this call stops at (a rung's budget; ``training.epochs`` by default)
 
 
 @dataclass
@@ -215,9 +189,16 @@ def fit(
     device: torch.device,
     meta: dict[str, Any] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    stop_at: int | None = None,
+    resume_from: str | Path | None = None,
 ) -> FitResult:
     """Train with early stopping; write ``last.pt``, ``checkpoint.pt``, ``history.tsv`` and
     ``val_metrics.json`` into ``out_dir``; resume from ``last.pt`` when it matches ``params``.
+
+    The schedule always spans ``training.epochs``; ``stop_at`` ends this call earlier (a rung of
+    successive halving, validated at that epoch) and ``resume_from`` continues another folder's
+    ``last.pt`` (a promoted trial, see :func:`mripipe.learn.resume.resume_state`), so a run cut
+    into rungs equals the uninterrupted one.
 
     Args:
         model: the network, already initialised (seeded) and on ``device``.
@@ -232,6 +213,8 @@ def fit(
         device: training device; CUDA enables AMP when ``training.amp``.
         meta: extra checkpoint entries (task, in_channels, n_classes, roi_size, ...).
         on_epoch: called with each history row (e.g. MLflow logging).
+        stop_at: the epoch (1..``training.epochs``) to stop at; None = ``training.epochs``.
+        resume_from: the folder whose ``last.pt`` this run continues (its parameters must match).
 
     Returns:
         A :class:`FitResult`.
@@ -240,17 +223,20 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
     tr = params["training"]
     epochs = int(tr["epochs"])
+    stop = epochs if stop_at is None else int(stop_at)
+    if not 1 <= stop <= epochs:
+        raise InputError(f"{out_dir}: stop at epoch {stop}, outside 1..training.epochs {epochs}")
     amp = bool(tr.get("amp", True)) and device.type == "cuda"
     optimizer = make_optimizer(model, params["optimizer"])
     scheduler = make_scheduler(optimizer, tr, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     loop = _Loop(model, loss_fn, optimizer, scheduler, scaler, device, amp, params, metric,
-                 dict(meta or {}), out_dir)
+                 dict(meta or {}), out_dir, stop)
     progress = _Progress(best_state=_cpu_state(model))
-    _resume(loop, progress, epochs)
+    _resume(loop, progress, epochs, None if resume_from is None else Path(resume_from))
     resumed_from = progress.epoch
 
-    while not progress.done and progress.epoch < epochs:
+    while not progress.done and progress.epoch < stop:
         t0 = time.perf_counter()
         row = _train_epoch(loop, train_batches, steps_per_epoch, progress.epoch, epochs)
         _validate_epoch(loop, validate, row, progress, tr)
@@ -267,29 +253,25 @@ def fit(
     return _finish(loop, progress, resumed_from, epochs)
 
 
-def _resume(loop: _Loop, progress: _Progress, epochs: int) -> None:
-    """Restore ``loop`` and ``progress`` from ``last.pt`` of an interrupted attempt, if any."""
-    last_path = loop.out_dir / "last.pt"
-    if not last_path.exists():
+def _resume(loop: _Loop, progress: _Progress, epochs: int, source: Path | None) -> None:
+    """Restore ``loop`` and ``progress`` from the ``last.pt`` this run continues, if any."""
+    found = resume_state(loop.out_dir, loop.params, loop.meta, loop.stop, source)
+    if found is None:
         return
-    state = torch.load(last_path, map_location="cpu", weights_only=True)
-    # Resume only an interrupted attempt on the same parameters and data. A finished trial
-    # that Snakemake runs again does so because an input changed: it trains afresh.
-    same_data = state.get("meta", {}).get("data_hash") == loop.meta.get("data_hash")
-    if state.get("params") == loop.params and same_data and not state.get("done"):
-        loop.model.load_state_dict(state["model"])
-        loop.optimizer.load_state_dict(state["optimizer"])
-        loop.scheduler.load_state_dict(state["scheduler"])
-        loop.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        progress.epoch, progress.history = int(state["epoch"]), list(state["history"])
-        progress.best_epoch, progress.best_value = int(state["best_epoch"]), float(state["best_value"])
-        progress.best, progress.best_state = dict(state["best"]), state["best_model"]
-        progress.done = bool(state["done"])
-        log.info("%s: resuming at epoch %d/%d from %s", loop.out_dir.name, progress.epoch + 1,
-                 epochs, last_path)
-    else:
-        log.warning("%s: finished, or its parameters or data changed; starting afresh", last_path)
+    state, path = found
+    loop.model.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.scheduler.load_state_dict(state["scheduler"])
+    loop.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    progress.epoch, progress.history = int(state["epoch"]), list(state["history"])
+    progress.best_epoch, progress.best_value = int(state["best_epoch"]), float(state["best_value"])
+    progress.best, progress.best_state = dict(state["best"]), state["best_model"]
+    progress.done = bool(state["done"])
+    log.info("%s: resuming at epoch %d/%d from %s", loop.out_dir.name, progress.epoch + 1,
+             epochs, path)
+    if path.parent != loop.out_dir:  # a promoted trial: its own resume point from the start
+        _save_last(loop, progress)
 
 
 def _train_epoch(
@@ -334,7 +316,7 @@ def _validate_epoch(
 ) -> None:
     """Validate when due (fills ``row``); keep the best weights in ``checkpoint.pt``; early stop."""
     epoch, epochs, metric = progress.epoch, int(tr["epochs"]), loop.metric
-    last_epoch = epoch + 1 == epochs
+    last_epoch = epoch + 1 in (epochs, loop.stop)  # a rung ranks on its last epoch
     if not ((epoch + 1) % max(1, int(tr["val_every"])) == 0 or last_epoch):
         return
     loop.model.eval()
@@ -357,7 +339,7 @@ def _save_last(loop: _Loop, progress: _Progress) -> None:
     save_torch({
         "model": _cpu_state(loop.model), "optimizer": loop.optimizer.state_dict(),
         "scheduler": loop.scheduler.state_dict(), "scaler": loop.scaler.state_dict(),
-        "rng": _rng_state(), "epoch": progress.epoch, "history": progress.history,
+        "rng": rng_state(), "epoch": progress.epoch, "history": progress.history,
         "params": loop.params, "best_epoch": progress.best_epoch,
         "best_value": progress.best_value, "best": progress.best,
         "best_model": progress.best_state, "done": progress.done, "meta": loop.meta,
@@ -379,5 +361,5 @@ def _finish(loop: _Loop, progress: _Progress, resumed_from: int, epochs: int) ->
     write_json(out_dir / "val_metrics.json",
                {**{k: float(v) for k, v in best.items()}, "epoch": best_epoch,
                 "epochs_run": len(history)})
-    return FitResult(history, best_epoch, best, resumed_from, len(history) < epochs)
+    return FitResult(history, best_epoch, best, resumed_from, progress.done and len(history) < epochs)
 

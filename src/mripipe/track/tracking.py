@@ -214,7 +214,8 @@ def cli_search_init(ns: argparse.Namespace) -> None:
 
 
 def open_trial_run(
-    c: Any, search: dict[str, Any], trial: str, flat_params: dict[str, Any], tags: dict[str, str]
+    c: Any, search: dict[str, Any], trial: str, flat_params: dict[str, Any], tags: dict[str, str],
+    run_id: str | None = None,
 ) -> str:
     """The trial's nested run: the existing one if a previous attempt created it, else a new one.
 
@@ -224,6 +225,8 @@ def open_trial_run(
         trial: trial name (``trial-000``).
         flat_params: the full resolved parameters, flat dotted names.
         tags: extra tags (git commit, config hash, data hash, device...).
+        run_id: the trial's own run, continued whatever its status (a trial promoted to the
+            next rung of successive halving).
 
     Returns:
         The run id (status RUNNING).
@@ -236,9 +239,10 @@ def open_trial_run(
              f"and attributes.status != 'FINISHED'")
     if "data_hash" in tags:
         query += f" and tags.data_hash = '{tags['data_hash']}'"
-    found = retry(c.search_runs, [exp_id], filter_string=query, order_by=["attributes.start_time DESC"])
+    found = [run_id] if run_id else [str(r.info.run_id) for r in retry(
+        c.search_runs, [exp_id], filter_string=query, order_by=["attributes.start_time DESC"])]
     if found:
-        run_id = str(found[0].info.run_id)
+        run_id = found[0]
         retry(c.update_run, run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         for key, value in tags.items():
             retry(c.set_tag, run_id, key, value)
