@@ -99,9 +99,9 @@ def test_infer_on_an_unseen_subject(run_dir: Path, new_subject: dict[str, Path],
     sys.stderr.write(f"unseen subject: Dice {dice:.3f}, {pred.sum()} predicted / {truth.sum()} true "
                      f"voxels, mean prob in lesions {inside:.3f} vs rest of brain {brain:.3f}, "
                      f"CLI {seconds:.1f} s, timings {doc['timings_s']}\n")  # for the notes
-    # The probability map lands on the subject's lesions: higher inside them than in the rest of
-    # the brain (measured 0.174 vs 0.155 with this tiny training; its masks at threshold 0.5 are
-    # still empty, so Dice is not asserted here).
+    # The segmentation overlaps the subject's true lesions, and the probability map is higher
+    # inside them than in the rest of the brain.
+    assert dice > 0.3, f"Dice {dice:.3f} on the unseen subject"
     assert inside > brain
 
 
