@@ -35,19 +35,38 @@ STYLE = ("<style>body{font-family:sans-serif;margin:1.5em;max-width:60em}"
          "padding:.25em .6em;text-align:left}th{background:#f3f3f3}.sel{font-weight:bold}</style>")
 
 
-def search_table(trial_dirs: Sequence[str | Path], metric: str, selected: str | None) -> pd.DataFrame:
-    """One row per trial: its flat parameters, its validation ``metric`` and best epoch.
+def latest_values(selected: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each trial's last validation value under successive halving: ``{trial: {"rung", "value",
+    "epoch"}}`` from selected.json's ``rungs`` (ranked rungs) and ``ranking`` (the last rung)."""
+    rungs = list(selected.get("rungs") or [])
+    latest: dict[str, dict[str, Any]] = {}
+    for rung in rungs:
+        for row in rung["ranking"]:
+            latest[row["trial"]] = {"rung": int(rung["rung"]), "value": row["value"], "epoch": row.get("epoch")}
+    for row in (r for r in selected.get("ranking") or [] if "trial" in r and "value" in r):
+        latest[row["trial"]] = {"rung": len(rungs), "value": row["value"], "epoch": row.get("epoch")}
+    return latest
+
+
+def search_table(trial_dirs: Sequence[str | Path], metric: str, selected: str | None,
+                 latest: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per trial: its flat parameters, its validation ``metric``, best epoch and the rung
+    it reached (0 without successive halving).
 
     Args:
         trial_dirs: ``results/{experiment}/trials/{trial}`` (``params.json``, ``val_metrics.json``).
         metric: the selection metric (e.g. ``val_dice``).
         selected: the selected trial's name (marked in the ``selected`` column).
+        latest: :func:`latest_values`: a promoted trial's value at the last rung it trained in
+            replaces its rung-0 value.
     """
     rows = []
     for d in map(Path, trial_dirs):
         flat = pd.json_normalize(read_json(d / "params.json"), sep=".").iloc[0].to_dict()
         val = read_json(d / "val_metrics.json")
-        rows.append({"trial": d.name, metric: val.get(metric), "epoch": val.get("epoch"),
+        last = dict((latest or {}).get(d.name) or {})
+        rows.append({"trial": d.name, metric: last.get("value", val.get(metric)),
+                     "epoch": last.get("epoch") or val.get("epoch"), "rung": last.get("rung", 0),
                      "selected": d.name == selected, **flat})
     return pd.DataFrame(rows)
 
@@ -116,6 +135,15 @@ def metric_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
     return out
 
 
+def _halving(selected: Mapping[str, Any]) -> str:
+    rungs = selected.get("rungs") or []
+    if not rungs:
+        return ""
+    sizes = [len(r["ranking"]) for r in rungs] + [len(selected.get("ranking") or [])]
+    return (f" (successive halving: {' / '.join(map(str, sizes))} trials trained to "
+            f"{' / '.join(str(r['budget']) for r in rungs)} / full epochs)")
+
+
 def model_card(experiment: str, selected: Mapping[str, Any], metrics: Mapping[str, Any],
                table: pd.DataFrame) -> str:
     """The selected model's card as an HTML page."""
@@ -129,14 +157,15 @@ def model_card(experiment: str, selected: Mapping[str, Any], metrics: Mapping[st
         f"<h2>{html.escape(experiment)}: {html.escape(str(selected.get('trial')))}</h2>",
         f"<p>Selected on the validation fold only: <b>{html.escape(str(selected.get('metric')))} = "
         f"{_fmt(selected.get('value'))}</b> (best epoch {_fmt(selected.get('epoch'))}), the best of "
-        f"{len(selected.get('ranking') or [])} trials. The test set was read once, after selection.</p>",
+        f"{len(table)} trials{_halving(selected)}. The test set was read once, after selection.</p>",
         "<h3>Test metrics (95 % bootstrap CIs over subjects)</h3>",
         _table(metric_rows(metrics), ["metric", "value", "95 % CI"]),
         "<h3>Where it is</h3>", _table([(k, v) for k, v in where if v], ["what", "where"]),
         "<h3>Parameters</h3>", _table(sorted(params.items()), ["parameter", "value"]),
         "<h3>All trials</h3>",
-        _table([(r["trial"], r.get(selected.get("metric", ""), ""), r.get("epoch", ""))
-                for r in table.to_dict("records")], ["trial", str(selected.get("metric")), "epoch"]),
+        _table([(r["trial"], r.get(selected.get("metric", ""), ""), r.get("epoch", ""), r.get("rung", 0))
+                for r in table.to_dict("records")],
+               ["trial", f"{selected.get('metric')} (at the last rung it reached)", "epoch", "rung"]),
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -159,7 +188,7 @@ def write_training_pages(experiment: str, trial_dirs: Sequence[str | Path], sele
     out.mkdir(parents=True, exist_ok=True)
     selected = read_json(selected_path)
     metric = str(selected["metric"])
-    table = search_table(trial_dirs, metric, selected.get("trial"))
+    table = search_table(trial_dirs, metric, selected.get("trial"), latest_values(selected))
     keys = list((params.get("search") or {}).get("space") or {})
     plot_search(table, metric, keys, out / "search.png")
     with atomic_path(out / "search.tsv") as tmp:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mripipe.evaluate.pages import data_page, search_table, write_training_pages
+from mripipe.evaluate.pages import data_page, latest_values, model_card, search_table, write_training_pages
 
 # trial: (lr, network, val_dice); trial-001 is the best on validation
 TRIALS = {"trial-000": (0.001, "unet", 0.50), "trial-001": (0.004, "segresnet", 0.71),
@@ -80,3 +80,21 @@ def test_search_plot_takes_list_valued_parameters(tmp_path: Path) -> None:
     write_training_pages("lesion_seg", dirs, tmp_path / "selected.json", tmp_path / "metrics.json",
                          params, tmp_path / "training")
     assert (tmp_path / "training" / "search.png").stat().st_size > 0
+
+
+def test_successive_halving_shows_each_trial_at_the_last_rung_it_reached(tmp_path: Path) -> None:
+    """Rung 0 ranked all three at a short budget; trial-001 and trial-000 went on, and the final
+    rung's values (not their rung-0 ones) are what the table and the card show."""
+    dirs = _trials(tmp_path)
+    selected = {"trial": "trial-000", "metric": "val_dice", "value": 0.83, "epoch": 24,
+                "rungs": [{"rung": 0, "budget": 4, "metric": "val_dice", "survivors": ["trial-001", "trial-000"],
+                           "ranking": [{"trial": "trial-001", "value": 0.71}, {"trial": "trial-000", "value": 0.50},
+                                       {"trial": "trial-002", "value": 0.42}]}],
+                "ranking": [{"trial": "trial-000", "value": 0.83, "epoch": 24},
+                            {"trial": "trial-001", "value": 0.80, "epoch": 20}]}
+    table = search_table(dirs, "val_dice", "trial-000", latest_values(selected))
+    assert table.set_index("trial")["val_dice"].to_dict() == {"trial-000": 0.83, "trial-001": 0.80,
+                                                               "trial-002": 0.42}
+    assert table.set_index("trial")["rung"].to_dict() == {"trial-000": 1, "trial-001": 1, "trial-002": 0}
+    card = model_card("lesion_seg", selected, {}, table)
+    assert "the best of 3 trials (successive halving: 3 / 2 trials trained to 4 / full epochs)" in card
