@@ -44,10 +44,25 @@ def section(name):
     return json.dumps(config.get(name, {}), sort_keys=True)
 
 
+_TABLES = {}
+
+
+def read_table(tsv):
+    """A TSV of strings, read once per version of the file: input functions run once per job,
+    and re-reading the manifest for each of 2,000 scans would make building the DAG quadratic.
+    Callers must not modify the table."""
+    st = os.stat(tsv)
+    version = (st.st_mtime_ns, st.st_size)
+    cached = _TABLES.get(str(tsv))
+    if cached is None or cached[0] != version:
+        cached = (version, pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False))
+        _TABLES[str(tsv)] = cached
+    return cached[1]
+
+
 def manifest_table():
     """The manifest (a checkpoint: readable once it has run)."""
-    tsv = checkpoints.manifest.get().output.tsv
-    return pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    return read_table(checkpoints.manifest.get().output.tsv)
 
 
 def manifest_files(wildcards=None):
@@ -59,14 +74,12 @@ def manifest_files(wildcards=None):
 
 def valid_scans(wildcards=None):
     """The scans validation kept (a checkpoint)."""
-    tsv = checkpoints.validate.get().output.valid
-    return sorted(pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)["scan"])
+    return sorted(read_table(checkpoints.validate.get().output.valid)["scan"])
 
 
 def scans(wildcards=None):
     """The scans that made it through validation and preprocessing (a checkpoint)."""
-    tsv = checkpoints.ready.get().output.tsv
-    return sorted(pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)["scan"])
+    return sorted(read_table(checkpoints.ready.get().output.tsv)["scan"])
 
 
 def scan_row(wildcards):
