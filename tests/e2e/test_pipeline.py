@@ -12,56 +12,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "tests" / "e2e" / "config.yaml"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def checkout(dest: Path) -> Path:
-    """A copy of the workflow (Snakefile, rules, schema, configs, package source) in ``dest``:
-    runs happen in the repository root as a user's do, so code inputs are relative paths."""
-    dest.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("Snakefile", "workflow", "config", "src"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / name)
-    shutil.copy2(CONFIG, dest / "config" / "e2e.yaml")
-    return dest
-
-
-def _snakemake(workdir: Path, *args: str, configfile: str = "config/e2e.yaml") -> subprocess.CompletedProcess[str]:
-    """Snakemake run in ``workdir`` (a :func:`checkout`), with the venv's tools on PATH."""
-    bindir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    cmd = [str(bindir / "snakemake"), "--configfile", configfile, "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = checkout(tmp_path_factory.mktemp("e2e") / "repo")
-    proc = _snakemake(workdir, "--keep-going")
-    if proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
-        )
-        pytest.fail(f"snakemake failed\n{proc.stderr[-6000:]}\n{logs}")
-    return workdir
 
 
 def test_data_contract_outputs_exist(run_dir: Path) -> None:
@@ -113,8 +74,8 @@ def test_training_loss_falls(run_dir: Path) -> None:
     assert losses[-1] < losses[0], losses
 
 
-def test_second_run_has_nothing_to_do(run_dir: Path) -> None:
-    proc = _snakemake(run_dir, "-n")
+def test_second_run_has_nothing_to_do(run_dir: Path, run_snakemake: Callable[..., Any]) -> None:
+    proc = run_snakemake(run_dir, "-n")
     assert proc.returncode == 0, proc.stderr
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
 
@@ -172,10 +133,11 @@ def test_mlflow_server_lists_trials_with_params_and_curves(run_dir: Path) -> Non
         server.wait(timeout=30)
 
 
-def test_bad_scan_fails_alone_with_one_clear_message(run_dir: Path, tmp_path: Path) -> None:
+def test_bad_scan_fails_alone_with_one_clear_message(run_dir: Path, tmp_path: Path, workflow_copy: Callable[[Path], Path],
+                                                     run_snakemake: Callable[..., Any]) -> None:
     """A corrupt scan is caught by validation in one line naming the file; the other scans
     finish; data/ untouched."""
-    work = checkout(tmp_path / "repo")
+    work = workflow_copy(tmp_path / "repo")
     data = work / "data" / "phantom"
     shutil.copytree(run_dir / "data" / "phantom", data)
     manifest = pd.read_csv(run_dir / "results" / "manifest.tsv", sep="\t")
@@ -184,7 +146,7 @@ def test_bad_scan_fails_alone_with_one_clear_message(run_dir: Path, tmp_path: Pa
     bad_file.write_bytes(b"this is not a NIfTI file")
     before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
 
-    proc = _snakemake(work, "--keep-going", "results/preprocessed/qc.tsv")
+    proc = run_snakemake(work, "--keep-going", "results/preprocessed/qc.tsv")
 
     # validation catches it up front, in one line naming the file; the other scans go on
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -233,12 +195,12 @@ def _edited(work: Path, rel: str) -> tuple[Path, bytes, float]:
     return path, content, mtime
 
 
-def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
+def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path, run_snakemake: Callable[..., Any]) -> None:
     """A finished run, moved to another folder, plans nothing; editing one module, or replacing
     one raw file, plans exactly the jobs that execute or read it."""
     work = tmp_path / "moved"
     shutil.copytree(run_dir, work, symlinks=True)
-    assert _planned(_snakemake(work, "-n")) == {}
+    assert _planned(run_snakemake(work, "-n")) == {}
     valid = pd.read_csv(work / "results" / "manifest.valid.tsv", sep="\t")
     n_scans = len(valid)
     cases = {
@@ -257,7 +219,7 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
     for rel, (expected, untouched) in cases.items():
         path, content, mtime = _edited(work, rel)
         try:
-            planned = _planned(_snakemake(work, "-n"))
+            planned = _planned(run_snakemake(work, "-n"))
         finally:
             path.write_bytes(content)
             os.utime(path, (mtime, mtime))
@@ -273,13 +235,13 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path) -> None:
     new.CopyInformation(img)
     sitk.WriteImage(new, str(raw), True)
     folders = [f"results/preprocessed/{scan}" for scan in valid["scan"]]
-    planned = _planned(_snakemake(work, "-n", *folders))
+    planned = _planned(run_snakemake(work, "-n", *folders))
     assert planned.get("preprocess") == 1 and "manifest" not in planned, planned
 
 
-def test_report_has_every_category(run_dir: Path) -> None:
+def test_report_has_every_category(run_dir: Path, run_snakemake: Callable[..., Any]) -> None:
     """`snakemake --report` tells the story: data, preprocessing QC, training, evaluation, summary."""
-    proc = _snakemake(run_dir, "--report", "results/report.html")
+    proc = run_snakemake(run_dir, "--report", "results/report.html")
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = (run_dir / "results" / "report.html").read_text()
     for category in ("Data", "Preprocessing", "Training", "Evaluation", "Summary"):
