@@ -159,7 +159,9 @@ def test_bad_scan_fails_alone_with_one_clear_message(run_dir: Path, tmp_path: Pa
     assert bad_scan not in set(valid["scan"])
     assert not (work / "results" / "preprocessed" / bad_scan / "image.nii.gz").exists()
     ready = pd.read_csv(work / "results" / "manifest.ready.tsv", sep="\t")
-    assert len(ready) >= len(manifest) - 2  # the bad scan (and at most the one registration QC drops)
+    # every scan the intact run kept, but the bad one (registration QC drops the same others)
+    kept = pd.read_csv(run_dir / "results" / "manifest.ready.tsv", sep="\t")
+    assert set(ready["scan"]) == set(kept["scan"]) - {bad_scan}
     for scan in ready["scan"]:
         assert (work / "results" / "preprocessed" / scan / "qc.json").is_file(), scan
     after = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
