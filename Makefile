@@ -15,7 +15,7 @@ export PYTHONUTF8 := 1
 # rules call the `mripipe` console script: put the environment's bin first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run reproduce publish screenshots test test-unit e2e ui bench lint version lock clean test-slurm tracking-server
+.PHONY: run reproduce publish screenshots test test-unit e2e ui bench gpu-check lint version lock clean test-slurm tracking-server
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -73,6 +73,12 @@ e2e: $(STAMP) $(PKG)
 
 ui: $(STAMP) $(PKG)  ## MLflow UI on the runs of this checkout
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# the CUDA path measured on a GPU from a finished run's cached scans (needs torch + MONAI only there)
+PATCHES ?= results/patches
+MODEL ?= results/lesion_seg/model
+gpu-check: $(STAMP) $(PKG)  ## bench/gpu_check.py: AMP step times, workers, determinism, GPU inference, trials per GPU
+	$(BIN)/python bench/gpu_check.py --patches $(PATCHES) --model $(MODEL) --out gpu_check.json
 
 bench: $(STAMP) $(PKG)
 	@for b in bench/bench_*.py; do echo ">> $$b"; $(BIN)/python $$b || exit 1; done

@@ -35,9 +35,9 @@ import torch
 import yaml
 
 from mripipe.core.devices import allocate, visible_devices
+from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model
 from mripipe.learn.search import resolve_params
-from mripipe.learn.train import make_loss
 from mripipe.learn.trainer import make_optimizer, train_step
 
 log = logging.getLogger("bench_hpo_throughput")
@@ -61,8 +61,7 @@ def run_trial(setup: dict[str, Any], steps: int, lock_dir: str, k: int, seed: in
     with allocate(lock_dir, per_device=k) as slot:
         device = torch.device(slot.device)
         cuda = device.type == "cuda"
-        if not cuda:
-            torch.set_num_threads(1)
+        torch.set_num_threads(1)  # as a trial job (threads: 1): k processes must not oversubscribe
         gen = torch.Generator().manual_seed(seed)
         model = build_model(params, 2, 2).to(device).train()
         loss_fn = make_loss(params).to(device)

@@ -175,6 +175,8 @@ def _learn_commands(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--trials-per-gpu", type=int, default=1,
                    help="trials sharing one GPU (train.trials_per_gpu): k slots per device")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="DataLoader worker processes when training on a GPU (train.loader_workers)")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_run("learn.train", "cli_train"))
 

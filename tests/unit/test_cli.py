@@ -104,11 +104,14 @@ def test_trials_per_gpu_reaches_the_device_allocator(monkeypatch: pytest.MonkeyP
     ns = build_parser().parse_args([
         "train", "--experiment", "e", "--trial", "trial-000", "--patches", "p", "--splits", "s",
         "--preprocessed", "x", "--manifest", "m", "--search", "j", "--seed", "1", "--out-dir", "o",
-        "--trials-per-gpu", "3",
+        "--trials-per-gpu", "3", "--loader-workers", "4",
     ])
     train.cli_train(ns)
-    assert seen["per_device"] == 3
+    assert seen["per_device"] == 3 and seen["loader_workers"] == 4
     rule = (Path(__file__).resolve().parents[2] / "workflow" / "rules" / "learn.smk").read_text(encoding="utf-8")
     # a resource, not a param or a literal: re-packing trials onto GPUs never re-runs one
     assert 'trials_per_gpu=config["train"]["trials_per_gpu"]' in rule
     assert "--trials-per-gpu {resources.trials_per_gpu}" in rule
+    # the same for the GPU DataLoader workers (train.loader_workers), in both training rules
+    assert rule.count('loader_workers=config["train"]["loader_workers"]') == 2
+    assert rule.count("--loader-workers {resources.loader_workers}") == 2

@@ -102,9 +102,10 @@ rule train:
         mem_mb=3000,
         # a resource, not a param: packing trials onto GPUs never re-runs one
         trials_per_gpu=config["train"]["trials_per_gpu"],
+        loader_workers=config["train"]["loader_workers"],
     shell:
         "mripipe train --experiment {wildcards.experiment} --trial {wildcards.trial} "
-        "--trials-per-gpu {resources.trials_per_gpu} "
+        "--trials-per-gpu {resources.trials_per_gpu} --loader-workers {resources.loader_workers} "
         "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
         "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
@@ -165,9 +166,10 @@ rule train_rung:
         gpu=1,
         mem_mb=3000,
         trials_per_gpu=config["train"]["trials_per_gpu"],
+        loader_workers=config["train"]["loader_workers"],
     shell:
         "mripipe train --experiment {wildcards.experiment} --promote {input.rung} "
-        "--slot {wildcards.slot} --trials-per-gpu {resources.trials_per_gpu} "
+        "--slot {wildcards.slot} --trials-per-gpu {resources.trials_per_gpu} --loader-workers {resources.loader_workers} "
         "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
         "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"

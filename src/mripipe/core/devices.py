@@ -127,3 +127,38 @@ def allocate(
             log.info("all %d GPUs are taken; waiting for one to be released", len(names))
             waited = True
         time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def torch_settings(device: torch.device, threads: int, deterministic: bool | None = None) -> Iterator[None]:
+    """CPU threads, determinism and cuDNN autotuning for one trial, all restored afterwards.
+
+    Args:
+        device: the trial's device.
+        threads: torch CPU threads.
+        deterministic: None = deterministic algorithms on CPU (the same seed gives a bit-identical
+            history) and cuDNN autotuning on CUDA (fastest, not bit-reproducible); True = also
+            deterministic on CUDA (cuDNN deterministic kernels, no autotuning, a fixed cuBLAS
+            workspace; an op without a deterministic CUDA kernel warns); False = neither.
+    """
+    cudnn = torch.backends.cudnn
+    old = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), cudnn.benchmark,
+           cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    det = device.type == "cpu" if deterministic is None else bool(deterministic)
+    torch.set_num_threads(max(1, threads))
+    if det and device.type == "cuda":  # cuBLAS needs a fixed workspace to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only on CUDA: DiceCE's cross-entropy (nll_loss2d) has no deterministic CUDA kernel
+    # (measured on an H200 with torch 2.11, bench/gpu_check.py); strict mode would stop the trial
+    torch.use_deterministic_algorithms(det, warn_only=det and device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        cudnn.benchmark, cudnn.deterministic = not det, det
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old[0])
+        torch.use_deterministic_algorithms(old[1])
+        cudnn.benchmark, cudnn.deterministic = old[2], old[3]
+        if old[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

@@ -55,7 +55,6 @@ from tqdm import tqdm
 
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
-from mripipe.core.imageio import read_preprocessed
 from mripipe.core.splits import load_splits
 from mripipe.core.utils import atomic_path, interactive, read_json, write_json
 from mripipe.data.manifest import read_manifest
@@ -173,6 +172,8 @@ def extract_patches(
         raise InputError("manifest: no scan of a train/val subject")
     subject_class, names = _subject_classes(manifest, roles)
     pre = Path(preprocessed_dir)
+    from mripipe.core.imageio import read_preprocessed  # SimpleITK: the loader needs none
+
     seg_rows: list[dict[str, Any]] = []
     volume_rows: list[dict[str, Any]] = []
     n_channels = 0

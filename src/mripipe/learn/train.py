@@ -12,10 +12,9 @@ it continues its previous rung's ``last.pt`` and MLflow run, writing the same fi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from mripipe.core.devices import allocate
+from mripipe.core.devices import allocate, torch_settings
 from mripipe.core.errors import InputError
 from mripipe.core.splits import load_splits
 from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
 from mripipe.learn.ladder import RungJob, promoted
+from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model, check_input_size
 from mripipe.learn.search import flatten, resolve_params, search_metric, trial_index
 from mripipe.learn.trainer import FitResult, fit, seed_everything
@@ -42,24 +42,6 @@ from mripipe.track import tracking
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
-
-
-def make_loss(params: dict[str, Any], weights: torch.Tensor | None = None) -> nn.Module:
-    """The trial's loss: DiceCE / DiceFocal (segmentation, softmax over 2 channels, label
-    ``(B, 1, X, Y, Z)``) or class-weighted cross-entropy (classification, label ``(B,)``)."""
-    from monai.losses import DiceCELoss, DiceFocalLoss
-
-    name = params["loss"]["name"]
-    if params["task"] == "segmentation":
-        if name == "dice_ce":
-            return DiceCELoss(to_onehot_y=True, softmax=True)
-        if name == "dice_focal":
-            return DiceFocalLoss(to_onehot_y=True, softmax=True)
-        raise InputError(f"unknown segmentation loss {name!r}; expected dice_ce or dice_focal")
-    if name != "cross_entropy":
-        raise InputError(f"unknown classification loss {name!r}; expected cross_entropy")
-    smoothing = float(params["loss"].get("label_smoothing", 0.0))
-    return nn.CrossEntropyLoss(weight=weights, label_smoothing=smoothing)
 
 
 def plot_history(history: Sequence[dict[str, float]], metric: str, path: str | Path) -> None:
@@ -77,26 +59,6 @@ def plot_history(history: Sequence[dict[str, float]], metric: str, path: str | P
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
-
-
-@contextlib.contextmanager
-def torch_settings(device: torch.device, threads: int) -> Iterator[None]:
-    """CPU threads and determinism for one trial, restored afterwards.
-
-    On CPU, deterministic algorithms make the same seed give a bit-identical history; on CUDA,
-    cuDNN autotuning is preferred for speed.
-    """
-    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(max(1, threads))
-    torch.use_deterministic_algorithms(device.type == "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
 
 
 def _data(
@@ -163,6 +125,7 @@ def train_trial(
     devices: Sequence[str] | None = None,
     per_device: int = 1,
     job: RungJob | None = None,
+    loader_workers: int = 0,
 ) -> FitResult:
     """Train trial ``trial`` of ``experiment`` and track it in MLflow.
 
@@ -184,6 +147,8 @@ def train_trial(
         per_device: trials sharing one device (``train.trials_per_gpu``).
         job: its rung of successive halving: the epoch to stop at and, promoted, the folder it
             continues (default: the whole budget, from scratch).
+        loader_workers: DataLoader worker processes on a GPU (``train.loader_workers``); on
+            the CPU batches are made in the training process (workers would compete for cores).
 
     Returns:
         The :class:`~mripipe.learn.trainer.FitResult`.
@@ -197,7 +162,7 @@ def train_trial(
     trial_seed = derive_seed(seed, "train", experiment, trial)
     with allocate(lock_dir, devices, per_device=per_device) as slot, torch_settings(torch.device(slot.device), threads):
         device = torch.device(slot.device)
-        workers = max(0, threads - 1) if device.type == "cuda" else 0
+        workers = max(0, loader_workers) if device.type == "cuda" else 0
         batches, steps, _, val_input, meta = _data(
             task, p, Path(patches_dir), Path(manifest_path), Path(preprocessed_dir),
             train, val, trial_seed, workers, device,
@@ -306,5 +271,5 @@ def cli_train(ns: argparse.Namespace) -> None:
     train_trial(
         ns.experiment, trial, ns.patches, ns.splits, ns.preprocessed, ns.manifest, ns.search,
         ns.seed, ns.params, ns.out_dir, ns.threads, lock_dir=Path.cwd() / ".mripipe" / "gpu-locks",
-        per_device=ns.trials_per_gpu, job=job,
+        per_device=ns.trials_per_gpu, job=job, loader_workers=ns.loader_workers,
     )

@@ -18,7 +18,6 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from mripipe.core.errors import InputError
-from mripipe.core.imageio import read_preprocessed
 from mripipe.data.manifest import read_manifest
 from mripipe.learn.networks import autocast, segment_logits
 from mripipe.learn.patches import brain_box
@@ -65,6 +64,8 @@ def load_val_scans(
     Returns:
         The scans, sorted by scan id.
     """
+    from mripipe.core.imageio import read_preprocessed  # SimpleITK: not needed by training alone
+
     table = read_manifest(manifest)
     scans = sorted(table.loc[table["subject"].isin(set(subjects)), "scan"])
     if max_scans > 0:

@@ -21,10 +21,10 @@ import yaml
 
 from mripipe.core.imageio import from_array, write_image
 from mripipe.learn import loader
+from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model, load_trained, segment_probability
 from mripipe.learn.patches import extract_patches
 from mripipe.learn.search import default_params
-from mripipe.learn.train import make_loss
 from mripipe.learn.trainer import fit, seed_everything
 from mripipe.learn.validators import ValScan, classification_validator, segmentation_validator
 

@@ -1,0 +1,31 @@
+"""The training losses of a trial (kept free of SimpleITK and MLflow, so a bare GPU machine with
+torch and MONAI can train: ``bench/gpu_check.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mripipe.core.errors import InputError
+
+__all__ = ["make_loss"]
+
+
+def make_loss(params: dict[str, Any], weights: torch.Tensor | None = None) -> nn.Module:
+    """The trial's loss: DiceCE / DiceFocal (segmentation, softmax over 2 channels, label
+    ``(B, 1, X, Y, Z)``) or class-weighted cross-entropy (classification, label ``(B,)``)."""
+    from monai.losses import DiceCELoss, DiceFocalLoss
+
+    name = params["loss"]["name"]
+    if params["task"] == "segmentation":
+        if name == "dice_ce":
+            return DiceCELoss(to_onehot_y=True, softmax=True)
+        if name == "dice_focal":
+            return DiceFocalLoss(to_onehot_y=True, softmax=True)
+        raise InputError(f"unknown segmentation loss {name!r}; expected dice_ce or dice_focal")
+    if name != "cross_entropy":
+        raise InputError(f"unknown classification loss {name!r}; expected cross_entropy")
+    smoothing = float(params["loss"].get("label_smoothing", 0.0))
+    return nn.CrossEntropyLoss(weight=weights, label_smoothing=smoothing)
