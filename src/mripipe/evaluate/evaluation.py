@@ -22,6 +22,11 @@ from sklearn.metrics import roc_curve
 
 from mripipe.core.config import param, with_defaults
 from mripipe.core.errors import InputError
+from mripipe.core.splits import load_splits
+from mripipe.core.subjects import subject_predictions
+from mripipe.core.utils import atomic_path, json_safe, read_json, write_json
+from mripipe.data.manifest import held_out_scans, read_manifest
+from mripipe.evaluate import plots
 from mripipe.core.froc import (
     FP_RATES,
     ScanDetections,
@@ -30,11 +35,6 @@ from mripipe.core.froc import (
     froc_table,
     sensitivity_at,
 )
-from mripipe.core.splits import load_splits
-from mripipe.core.subjects import subject_predictions
-from mripipe.core.utils import atomic_path, json_safe, read_json, write_json
-from mripipe.data.manifest import held_out_scans, read_manifest
-from mripipe.evaluate import plots
 from mripipe.evaluate.scoring import HD95_CONVENTION, overlap_scores, score_scan
 from mripipe.evaluate.stats import bootstrap_ci, classification_metrics
 

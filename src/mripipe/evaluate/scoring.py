@@ -21,11 +21,11 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from mripipe.core.config import param
-from mripipe.core.detection import detect_scan, find_candidates
 from mripipe.core.errors import InputError
-from mripipe.core.froc import ScanDetections
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.lesions import remove_small
+from mripipe.core.detection import detect_scan, find_candidates
+from mripipe.core.froc import ScanDetections
 
 HD95_CONVENTION = ("HD95 (mm, MONAI, 95th percentile) when prediction and truth both hold voxels; "
                    "the image diagonal in mm when exactly one is empty (BraTS); 0 when both are "
