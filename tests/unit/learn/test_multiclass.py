@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_learning import trial_params
 
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, write_image
@@ -23,8 +24,6 @@ from mripipe.learn.sampling import crop, draw, foreground, sample_class
 from mripipe.learn.train import make_loss
 from mripipe.learn.trainer import fit, seed_everything
 from mripipe.learn.validators import ValScan, load_val_scans, segmentation_validator
-
-from test_learning import trial_params
 
 SHAPE = (32, 32, 32)
 LABELS = {"a": 1, "b": 2}
