@@ -14,8 +14,9 @@ __all__ = ["make_loss"]
 
 
 def make_loss(params: dict[str, Any], weights: torch.Tensor | None = None) -> nn.Module:
-    """The trial's loss: DiceCE / DiceFocal (segmentation, softmax over 2 channels, label
-    ``(B, 1, X, Y, Z)``) or class-weighted cross-entropy (classification, label ``(B,)``)."""
+    """The trial's loss: DiceCE / DiceFocal (segmentation, softmax over the 2 or K + 1 output
+    channels, label ``(B, 1, X, Y, Z)`` of class indices, one-hot encoded by MONAI) or
+    class-weighted cross-entropy (classification, label ``(B,)``)."""
     from monai.losses import DiceCELoss, DiceFocalLoss
 
     name = params["loss"]["name"]
