@@ -163,6 +163,7 @@ def train_trial(
     devices: Sequence[str] | None = None,
     per_device: int = 1,
     job: RungJob | None = None,
+    run_name: str | None = None,
 ) -> FitResult:
     """Train trial ``trial`` of ``experiment`` and track it in MLflow.
 
@@ -184,6 +185,7 @@ def train_trial(
         per_device: trials sharing one device (``train.trials_per_gpu``).
         job: its rung of successive halving: the epoch to stop at and, promoted, the folder it
             continues (default: the whole budget, from scratch).
+        run_name: its MLflow run's name (default ``trial``; a fold model: ``{trial}-fold-{f}``).
 
     Returns:
         The :class:`~mripipe.learn.trainer.FitResult`.
@@ -209,7 +211,7 @@ def train_trial(
 
         c = tracking.client(search["tracking_uri"])
         tags = _run_tags(task, slot.device, params, [splits_path, Path(patches_dir) / "index.tsv"], job)
-        run_id = tracking.open_trial_run(c, search, trial, flatten(p), tags, _source_run(job))
+        run_id = tracking.open_trial_run(c, search, run_name or trial, flatten(p), tags, _source_run(job))
         meta |= {"experiment": experiment, "trial": trial, "mlflow_run_id": run_id,
                  "task": task, "fold": fold, "data_hash": tags["data_hash"]}
         log.info("%s/%s on %s: %s, %d steps/epoch, %d train / %d val subjects", experiment,
@@ -299,12 +301,19 @@ def _finish_run(c: Any, run_id: str, result: FitResult, metric: str, out: Path) 
 
 
 def cli_train(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe train``: a trial (``--trial``) or a promoted rung slot (``--promote``)."""
-    trial, job = ns.trial, RungJob(stop_at=ns.budget)
+    """Adapter for ``mripipe train``: a trial (``--trial``), a promoted rung slot (``--promote``)
+    or the chosen trial on another fold (``--choice``, ``--fold``; :mod:`mripipe.learn.folds`)."""
+    trial, job, params, name = ns.trial, RungJob(stop_at=ns.budget), ns.params, None
     if ns.promote:
         trial, job = promoted(ns.promote, ns.slot, ns.budget)
+    if getattr(ns, "choice", None):
+        from mripipe.learn.folds import fold_job
+
+        if ns.fold is None:
+            raise InputError("train --choice needs --fold")
+        trial, params, name = fold_job(ns.choice, ns.params, ns.fold)
     train_trial(
         ns.experiment, trial, ns.patches, ns.splits, ns.preprocessed, ns.manifest, ns.search,
-        ns.seed, ns.params, ns.out_dir, ns.threads, lock_dir=Path.cwd() / ".mripipe" / "gpu-locks",
-        per_device=ns.trials_per_gpu, job=job,
+        ns.seed, params, ns.out_dir, ns.threads, lock_dir=Path.cwd() / ".mripipe" / "gpu-locks",
+        per_device=ns.trials_per_gpu, job=job, run_name=name,
     )
