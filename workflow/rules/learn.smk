@@ -1,5 +1,6 @@
 # Learning: the patient-level split with a locked test set, label-balanced patches of the
-# train/val scans, then the random search (one DAG job per trial) and selection on validation.
+# train/val scans, then the random search (one DAG job per trial), the choice on validation, the
+# fold models of a k-fold ensemble (split.n_folds > 1) and the model package.
 
 # light jobs run in the main Snakemake process, never submitted to a cluster
 localrules:
