@@ -167,7 +167,9 @@ def _learn_commands(sub: Any) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", help="trial-000, trial-001, ...")
     which.add_argument("--promote", help="results/{experiment}/rungs/rung-{r}.json: continue a survivor")
+    which.add_argument("--choice", help="results/{experiment}/choice.json: train the chosen trial on --fold")
     p.add_argument("--slot", type=int, default=0, help="with --promote: the survivor's rank (0 = best)")
+    p.add_argument("--fold", type=int, default=None, help="with --choice: the fold to train on (split.n_folds > 1)")
     p.add_argument("--budget", type=int, default=None,
                    help="stop at this epoch of the schedule (the rung's budget; default training.epochs)")
     p.add_argument("--patches", required=True, help="results/patches")
@@ -193,10 +195,25 @@ def _learn_commands(sub: Any) -> None:
     p.add_argument("--out", required=True, help="results/{experiment}/rungs/rung-{r}.json")
     p.set_defaults(func=_run("learn.rungs", "cli_rung"))
 
+
+def _select_commands(sub: Any) -> None:
+    """Subcommands of the choice and the model package: choose, select."""
+    p = sub.add_parser("choose", help="choose the best trial on the validation metric only (choice.json)")
+    _common(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--trials", nargs="+", required=True, help="trial folders (the last rung's slots)")
+    p.add_argument("--out", required=True, help="results/{experiment}/choice.json")
+    p.add_argument("--rungs", nargs="*", default=[],
+                   help="successive halving: the ranked rungs' files; --trials are the last rung's slots")
+    p.set_defaults(func=_run("learn.select", "cli_choose"))
+
     p = sub.add_parser("select", help="pick the best trial on the validation metric only")
     _common(p)
     p.add_argument("--experiment", required=True)
-    p.add_argument("--trials", nargs="+", required=True, help="trial folders")
+    p.add_argument("--choice", default=None, help="results/{experiment}/choice.json (mripipe choose)")
+    p.add_argument("--trials", nargs="+", default=None, help="trial folders, without --choice")
+    p.add_argument("--folds", nargs="*", default=[],
+                   help="split.n_folds > 1: the chosen configuration trained on the other folds")
     p.add_argument("--search", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--model-dir", default=None, help="write the model package here (results/{experiment}/model)")
@@ -338,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_commands(sub)
     _preprocess_commands(sub)
     _learn_commands(sub)
+    _select_commands(sub)
     _infer_evaluate_commands(sub)
     _report_commands(sub)
     _track_commands(sub)

@@ -123,3 +123,27 @@ def test_successive_halving_rungs_are_dag_jobs(tmp_path: Path) -> None:
     assert plain.returncode == 0 and "rung" not in _job_counts(plain.stdout)
     bad = _dry_run(exp % 4, tmp_path / "bad")  # budgets 0, 2, 4, 10: no epoch in rung 0
     assert bad.returncode != 0 and "rung budgets [0, 2, 4, 10]" in bad.stdout + bad.stderr
+
+
+def test_fold_ensemble_jobs(tmp_path: Path) -> None:
+    """split.n_folds 3, search on fold 1: `choose` fixes the trial, two `train_fold` jobs train it
+    on folds 0 and 2 with the full budget, and one `select` packages the three; n_folds 1 has no
+    fold job and the same choose and select."""
+    exp = "split: {n_folds: %d}\nexperiments: {x: {task: segmentation, fold: %d, search: {n_trials: 2}}}\n"
+    for name in ("three", "one"):
+        (tmp_path / name).mkdir()
+    proc = _dry_run(exp % (3, 1), tmp_path / "three")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = _job_counts(proc.stdout)
+    assert (counts["train"], counts["choose"], counts["train_fold"], counts["select"]) == (2, 1, 2, 1)
+    for fold in (0, 2):
+        assert f"wildcards: experiment=x, fold={fold}\n" in proc.stdout
+    assert "results/x/folds/fold-1/" not in proc.stdout  # the search fold's member is the trial
+    select = proc.stdout.split("rule select:", 1)[1].split("output:", 1)[0]
+    assert ("results/x/choice.json, results/x/folds/fold-0/val_metrics.json, "
+            "results/x/folds/fold-2/val_metrics.json") in select
+    plain = _dry_run(exp % (1, 0), tmp_path / "one")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    counts = _job_counts(plain.stdout)
+    assert "train_fold" not in counts and (counts["choose"], counts["select"]) == (1, 1)
+    assert "results/x/folds" not in plain.stdout

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from mripipe.cli import command_module  # noqa: E402
 from mripipe.core.codegraph import code_files  # noqa: E402
 from mripipe.data.manifest import channel_columns  # noqa: E402
+from mripipe.learn.folds import other_folds  # noqa: E402
 from mripipe.learn.ladder import ladder  # noqa: E402
 
 SEED = config["seed"]
@@ -205,6 +206,28 @@ def ladder_files(wildcards):
 def ladder_args(wildcards):
     files = ladder_files(wildcards)
     return " ".join(["--rungs", *files]) if files else ""
+
+
+# k-fold ensembles (split.n_folds > 1, see mripipe.learn.folds): `choose` fixes the selected
+# trial, fold f's `train_fold` job trains it on fold f with the full budget, and select packages
+# the search fold's trial with the fold models. With n_folds: 1 there is no fold job.
+def fold_dirs(wildcards):
+    folds = other_folds(config["experiments"][wildcards.experiment], int(config["split"]["n_folds"]))
+    return [f"results/{wildcards.experiment}/folds/fold-{f}" for f in folds]
+
+
+def fold_metrics(wildcards):
+    return [f"{d}/val_metrics.json" for d in fold_dirs(wildcards)]
+
+
+def fold_args(wildcards):
+    dirs = fold_dirs(wildcards)
+    return " ".join(["--folds", *dirs]) if dirs else ""
+
+
+def full_budget(wildcards):
+    """A fold job's budget: the last rung's (training.epochs)."""
+    return experiment_ladder(wildcards)[-1].budget
 
 
 def experiment_params(wildcards):

@@ -1,11 +1,13 @@
 # Learning: the patient-level split with a locked test set, label-balanced patches of the
-# train/val scans, then the random search (one DAG job per trial) and selection on validation.
+# train/val scans, then the random search (one DAG job per trial), the choice on validation, the
+# fold models of a k-fold ensemble (split.n_folds > 1) and the model package.
 
 # light jobs run in the main Snakemake process, never submitted to a cluster
 localrules:
     split,
     search_init,
     rung,
+    choose,
     select,
 
 
@@ -189,10 +191,71 @@ def package_params(wildcards):
                        "threshold": ev["threshold"], "evaluate": matching, "seed": SEED}, sort_keys=True)
 
 
-rule select:
+# The choice comes first (choice.json), then the fold jobs train it on the other folds
+# (split.n_folds > 1), then select writes the package from the fold models and selected.json.
+
+
+rule choose:
     input:
         metrics=final_metrics,
         rungs=ladder_files,
+        code=code("choose"),
+    output:
+        json="results/{experiment}/choice.json",
+    params:
+        cfg=experiment_params,
+        trials=final_trials,
+        ladder=ladder_args,
+    log:
+        "logs/{experiment}/choose.log",
+    shell:
+        "mripipe choose --experiment {wildcards.experiment} --trials {params.trials} "
+        "--params {params.cfg:q} --out {output.json} {params.ladder} --log {log}"
+
+
+rule train_fold:
+    input:
+        choice="results/{experiment}/choice.json",
+        index="results/patches/index.tsv",
+        splits="results/splits.json",
+        manifest=MANIFEST,
+        search="results/{experiment}/search.json",
+        code=code("train"),
+    output:
+        params="results/{experiment}/folds/fold-{fold}/params.json",
+        checkpoint="results/{experiment}/folds/fold-{fold}/checkpoint.pt",
+        history="results/{experiment}/folds/fold-{fold}/history.tsv",
+        metrics="results/{experiment}/folds/fold-{fold}/val_metrics.json",
+        curves=report("results/{experiment}/folds/fold-{fold}/history.png",
+                      caption="../report/history.rst", category="Training", subcategory="{experiment}",
+                      labels={"figure": "learning curves", "trial": "selected, fold {fold}"}),
+    params:
+        cfg=experiment_params,
+        budget=full_budget,
+        out_dir="results/{experiment}/folds/fold-{fold}",
+    log:
+        "logs/{experiment}/fold-{fold}.log",
+    benchmark:
+        "benchmarks/{experiment}/fold-{fold}.tsv"
+    wildcard_constraints:
+        fold=r"\d+",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        trials_per_gpu=config["train"]["trials_per_gpu"],
+    shell:
+        "mripipe train --experiment {wildcards.experiment} --choice {input.choice} "
+        "--fold {wildcards.fold} --trials-per-gpu {resources.trials_per_gpu} "
+        "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
+        "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
+        "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
+
+
+rule select:
+    input:
+        choice="results/{experiment}/choice.json",
+        folds=fold_metrics,
         search="results/{experiment}/search.json",
         manifest=MANIFEST,
         splits="results/splits.json",
@@ -205,14 +268,13 @@ rule select:
     params:
         cfg=experiment_params,
         package=package_params,
-        trials=final_trials,
-        ladder=ladder_args,
+        folds=fold_args,
     log:
         "logs/{experiment}/select.log",
     shell:
-        "mripipe select --experiment {wildcards.experiment} --trials {params.trials} "
+        "mripipe select --experiment {wildcards.experiment} --choice {input.choice} "
         "--search {input.search} --params {params.cfg:q} --out {output.json} "
         "--model-dir {output.model} --manifest {input.manifest} --splits {input.splits} "
         "--fingerprint {input.fingerprint} --patches results/patches "
-        "--preprocessed results/preprocessed --package-params {params.package:q} {params.ladder} "
+        "--preprocessed results/preprocessed --package-params {params.package:q} {params.folds} "
         "--log {log}"

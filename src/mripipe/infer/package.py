@@ -25,8 +25,9 @@ from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, read_image, to_array
 from mripipe.core.labels import DEFAULT_LABELS, foreground
 from mripipe.core.lesions import remove_small
-from mripipe.core.package import WEIGHTS_FILE, find_package, read_meta
-from mripipe.learn.networks import build_model, classify, segment_probability, segment_softmax
+from mripipe.core.package import find_package, read_meta
+from mripipe.infer.ensemble import load_network
+from mripipe.learn.networks import classify, segment_probability, segment_softmax
 
 log = logging.getLogger(__name__)
 
@@ -83,26 +84,15 @@ def fetch(source: str | Path, tracking_uri: str | None = None) -> Path:
 
 
 def load_package(source: str | Path, device: str = "cpu", tracking_uri: str | None = None) -> Package:
-    """Rebuild the network of a package and load its weights (``weights_only=True``).
+    """Rebuild the network of a package and load its weights (``weights_only=True``); a fold
+    ensemble's members are averaged (:mod:`mripipe.infer.ensemble`).
 
     Raises:
         InputError: not a package, or weights that do not fit the network (naming the file).
     """
     root = fetch(source, tracking_uri)
     meta = read_meta(root)
-    path = root / WEIGHTS_FILE
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise InputError(f"{path}: not a weights-only state dict ({exc})") from None
-    model = build_model(meta["params"], int(meta["in_channels"]), int(meta["n_classes"]))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputError(f"{path}: weights do not fit the network of model.json ({exc})") from None
-    model.to(device).eval()
+    model = load_network(root, meta, device)  # a fold ensemble: the mean of its members
     return Package(root=root, meta=meta, model=model, device=device)
 
 

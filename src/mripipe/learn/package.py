@@ -135,8 +135,8 @@ def multiclass_postprocess(chosen: Mapping[str, Any], predict: Mapping[str, Any]
 
 def write_package(trial_dir: str | Path, out_dir: str | Path, channels: list[str],
                   settings: Mapping[str, Any], fingerprint: dict[str, Any],
-                  volume: Mapping[str, Any] | None = None, mlflow_info: Mapping[str, Any] | None = None
-                  ) -> dict[str, Any]:
+                  volume: Mapping[str, Any] | None = None, mlflow_info: Mapping[str, Any] | None = None,
+                  members: Mapping[int, str | Path] | None = None) -> dict[str, Any]:
     """Write the package of a trial's best checkpoint into ``out_dir`` (replaced atomically).
 
     Args:
@@ -147,6 +147,8 @@ def write_package(trial_dir: str | Path, out_dir: str | Path, channels: list[str
         fingerprint: :func:`training_fingerprint`.
         volume: classification input parameters, or None.
         mlflow_info: extra entries of ``model.json``'s ``mlflow`` (experiment id, tracking URI).
+        members: a fold ensemble (:func:`mripipe.learn.folds.fold_members`, ``trial_dir`` among
+            them): every member's weights go in, listed in ``model.json`` ``ensemble``.
 
     Returns:
         The ``model.json`` content.
@@ -169,6 +171,10 @@ def write_package(trial_dir: str | Path, out_dir: str | Path, channels: list[str
         torch.save(state, tmp / WEIGHTS_FILE)
         meta["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
                            "format": "torch state_dict, torch.load(weights_only=True)"}
+        if members and len(members) > 1:
+            from mripipe.learn.folds import write_members
+
+            meta["ensemble"] = write_members(tmp, members, trial_dir, meta["weights"])
         write_json(tmp / META_FILE, meta)
     log.info("model package of %s -> %s", Path(trial_dir).name, out_dir)
     return meta

@@ -132,13 +132,14 @@ def choose_candidate_threshold(
 
 
 def choose_postprocess(
-    model: nn.Module, scans: Sequence[ValScan], roi_size: Sequence[int], voxel_mm3: float,
+    model: nn.Module | Sequence[nn.Module], scans: Sequence[ValScan], roi_size: Sequence[int], voxel_mm3: float,
     sw_batch_size: int = 2, overlap: float = 0.5, detection: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Choose the threshold, minimum lesion volume and candidate threshold on the validation scans.
 
     Args:
-        model: the selected segmentation network (eval mode).
+        model: the selected segmentation network (eval mode), or one network per scan (a fold
+            ensemble's out-of-fold predictions: each member on its own fold's validation scans).
         scans: the validation scans (:func:`mripipe.learn.validators.load_val_scans`).
         roi_size: sliding-window size (the training patch size).
         voxel_mm3: template-grid voxel volume.
@@ -152,9 +153,10 @@ def choose_postprocess(
         "candidate_grid"}`` (the grids as rows, for selected.json).
     """
     probs, truths = [], []
+    models = [model] * len(scans) if isinstance(model, nn.Module) else list(model)
     with torch.no_grad():
-        for s in scans:
-            probs.append(segment_probability(model, s.image, roi_size, sw_batch_size, overlap).numpy())
+        for m, s in zip(models, scans, strict=True):
+            probs.append(segment_probability(m, s.image, roi_size, sw_batch_size, overlap).numpy())
             truths.append(s.label[0].numpy() > 0)
     grid = dice_grid(probs, truths, voxel_mm3)
     best = best_setting(grid)
@@ -191,13 +193,14 @@ def detection_target(names: Sequence[str], detection: Mapping[str, Any] | None) 
 
 
 def choose_multiclass_postprocess(
-    model: nn.Module, scans: Sequence[ValScan], roi_size: Sequence[int], names: Sequence[str],
+    model: nn.Module | Sequence[nn.Module], scans: Sequence[ValScan], roi_size: Sequence[int], names: Sequence[str],
     sw_batch_size: int = 2, overlap: float = 0.5, detection: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Argmax post-processing of a K >= 2 class model, recorded with its validation Dice.
 
     Args:
-        model: the selected network (K + 1 outputs, eval mode).
+        model: the selected network (K + 1 outputs, eval mode), or one network per scan (a fold
+            ensemble's members, each on its own fold's validation scans).
         scans: the validation scans, labels holding the class indices 0..K.
         roi_size: sliding-window size.
         names: the K foreground class names (output channels 1..K).
@@ -214,9 +217,10 @@ def choose_multiclass_postprocess(
     target, members = detection_target(names, det)
     tp, total = np.zeros(len(names)), np.zeros(len(names))
     probs, truths = [], []
+    models = [model] * len(scans) if isinstance(model, nn.Module) else list(model)
     with torch.no_grad():
-        for s in scans:
-            prob = segment_softmax(model, s.image, roi_size, sw_batch_size, overlap).numpy()
+        for m, s in zip(models, scans, strict=True):
+            prob = segment_softmax(m, s.image, roi_size, sw_batch_size, overlap).numpy()
             pred, truth = prob.argmax(0), s.label[0].numpy().astype(np.int64)
             for c in range(1, len(names) + 1):
                 tp[c - 1] += float(((pred == c) & (truth == c)).sum())
@@ -243,7 +247,8 @@ def choose_multiclass_postprocess(
 
 
 def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fold: int,
-                           settings: Mapping[str, Any]) -> dict[str, Any]:
+                           settings: Mapping[str, Any],
+                           members: Mapping[int, str | Path] | None = None) -> dict[str, Any]:
     """The post-processing of the selected trial: chosen on its fold's validation scans, unless
     ``predict.threshold`` / ``predict.min_lesion_mm3`` set it explicitly (an override).
 
@@ -252,6 +257,9 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
         inputs: ``manifest``, ``splits`` (paths) and ``preprocessed`` (folder) of ``select``.
         fold: the fold the trials trained on.
         settings: the package settings (``predict`` section, ``target_spacing``).
+        members: a fold ensemble, ``{fold: folder}`` (:func:`mripipe.learn.folds.fold_members`):
+            chosen on the pooled out-of-fold predictions, each member on its fold's validation
+            scans (default: the selected trial alone on ``fold``).
 
     Returns:
         :func:`choose_postprocess`'s result, with ``threshold`` and ``min_lesion_mm3`` replaced
@@ -262,18 +270,22 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
     from mripipe.learn.validators import load_val_scans
 
     predict = dict(settings.get("predict") or {})
-    model, ckpt = load_trained(trial_dir, "cpu")
-    val = list(load_splits(inputs["splits"], "select")["folds"][fold]["val"])
+    folds = load_splits(inputs["splits"], "select")["folds"]
+    models: list[nn.Module] = []
+    scans: list[ValScan] = []
+    for f, member in sorted(dict(members or {fold: trial_dir}).items()):
+        model, ckpt = load_trained(member, "cpu")
+        labels = dict(ckpt["labels"]) if int(ckpt["n_classes"]) > 2 else None
+        scans += load_val_scans(inputs["manifest"], inputs["preprocessed"], list(folds[f]["val"]),
+                                **({"labels": labels} if labels else {}))
+        models += [model] * (len(scans) - len(models))
     if int(ckpt["n_classes"]) > 2:  # multi-class: argmax, nothing to threshold
-        labels = dict(ckpt["labels"])
-        scans = load_val_scans(inputs["manifest"], inputs["preprocessed"], val, labels=labels)
         return choose_multiclass_postprocess(
-            model, scans, predict.get("roi_size") or ckpt["roi_size"], list(labels),
+            models, scans, predict.get("roi_size") or ckpt["roi_size"], list(dict(ckpt["labels"])),
             int(predict.get("sw_batch_size", 2)), float(predict.get("sw_overlap", 0.5)),
             settings.get("evaluate")) | {"override": []}
-    scans = load_val_scans(inputs["manifest"], inputs["preprocessed"], val)
     voxel_mm3 = float(np.prod([float(s) for s in settings["target_spacing"]]))
-    chosen = choose_postprocess(model, scans, predict.get("roi_size") or ckpt["roi_size"], voxel_mm3,
+    chosen = choose_postprocess(models, scans, predict.get("roi_size") or ckpt["roi_size"], voxel_mm3,
                                 int(predict.get("sw_batch_size", 2)),
                                 float(predict.get("sw_overlap", 0.5)), settings.get("evaluate"))
     override = {k: float(predict[k]) for k in ("threshold", "min_lesion_mm3")

@@ -5,6 +5,11 @@ The selected trial becomes the self-contained model package ``results/{experimen
 (:mod:`mripipe.learn.package`), logged as an MLflow pyfunc model on the trial's run and registered
 as ``{experiment}`` with the alias ``champion``; the run is tagged ``selected=true`` and the parent
 (search) run gets ``selected_trial``.
+
+In the workflow the choice comes first (``mripipe choose`` -> ``results/{experiment}/choice.json``,
+:func:`choose_trial`), so that with ``split.n_folds > 1`` the fold jobs can train the chosen
+configuration on the other folds (:mod:`mripipe.learn.folds`); ``mripipe select --choice``
+then writes the package (a fold ensemble) and ``selected.json``.
 """
 
 from __future__ import annotations
@@ -17,19 +22,21 @@ from typing import Any
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import read_json, write_json
+from mripipe.learn.folds import fold_members, member_rows
 from mripipe.learn.ladder import survivors
 from mripipe.learn.package import log_package
 from mripipe.learn.rungs import ladder_record, rank_trials
 from mripipe.learn.search import search_metric
 from mripipe.track import tracking
 
-__all__ = ["build_package", "cli_select", "rank_trials", "select_trial"]
+__all__ = ["build_package", "choose_trial", "cli_choose", "cli_select", "rank_trials", "select_trial"]
 
 log = logging.getLogger(__name__)
 
 
 def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mapping[str, Any],
-                  model_dir: str | Path, fold: int = 0) -> dict[str, Any]:
+                  model_dir: str | Path, fold: int = 0,
+                  members: Mapping[int, str | Path] | None = None) -> dict[str, Any]:
     """Write the selected trial's model package (:func:`mripipe.learn.package.write_package`).
 
     Args:
@@ -39,6 +46,8 @@ def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mappin
             classification volumes) and ``settings`` (see :func:`~mripipe.learn.package.package_meta`).
         model_dir: ``results/{experiment}/model``.
         fold: the fold the trials trained on.
+        members: a fold ensemble (:func:`mripipe.learn.folds.fold_members`): post-processing on
+            the pooled out-of-fold predictions, every member's weights in the package.
     """
     from mripipe.core.config import with_defaults
     from mripipe.data.manifest import channel_columns, read_manifest
@@ -52,14 +61,45 @@ def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mappin
     if inputs.get("preprocessed"):  # segmentation: threshold and minimum lesion on validation
         from mripipe.learn.postprocess import validation_postprocess
 
-        chosen = validation_postprocess(ranked["trial_dir"], inputs, fold, settings)
+        chosen = validation_postprocess(ranked["trial_dir"], inputs, fold, settings, members)
         settings |= {"threshold": chosen.get("threshold", settings.get("threshold")), "postprocess": chosen}
     meta_path = Path(inputs.get("patches") or "") / META
     volume = read_json(meta_path) if inputs.get("patches") and meta_path.is_file() else None
     return write_package(ranked["trial_dir"], model_dir, channel_columns(read_manifest(inputs["manifest"])),
                          settings, fingerprint, volume,
                          {"experiment_id": str(search.get("mlflow_experiment_id", "")),
-                          "tracking_uri": search.get("tracking_uri")})
+                          "tracking_uri": search.get("tracking_uri")}, members)
+
+
+def choose_trial(experiment: str, trial_dirs: Sequence[str | Path], params: dict[str, Any],
+                 out: str | Path | None = None, rung_files: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """The trial with the highest validation metric (``mripipe choose``: ``choice.json``).
+
+    Args:
+        experiment: experiment name.
+        trial_dirs: the trial folders (each with ``val_metrics.json``).
+        params: the experiment's config section (``search.metric``).
+        out: ``results/{experiment}/choice.json``; None = not written.
+        rung_files: successive halving: the ranked rungs' files, in order; ``trial_dirs`` are then
+            the last rung's slots, holding the survivors of the last file.
+
+    Returns:
+        ``{"experiment", "trial", "trial_dir", "metric", "value", "epoch", "ranking"}`` and
+        ``"rungs"`` (:func:`~mripipe.learn.rungs.ladder_record`) with ``rung_files``.
+    """
+    metric = search_metric(params)
+    names = [row["trial"] for row in survivors(rung_files[-1])] if rung_files else None
+    ranking = rank_trials(trial_dirs, metric, names)
+    best = ranking[0]
+    doc = {"experiment": experiment, "trial": best["trial"], "trial_dir": best["trial_dir"],
+           "metric": metric, "value": best["value"], "epoch": best["epoch"], "ranking": ranking}
+    if rung_files:  # which trial each slot held, and every rung's decisions
+        doc["rungs"] = ladder_record(rung_files)
+    if out is not None:
+        write_json(out, doc)
+    log.info("%s: chose %s (%s=%.4f) of %d trials", experiment, best["trial"], metric,
+             best["value"], len(ranking))
+    return doc
 
 
 def select_trial(
@@ -72,6 +112,8 @@ def select_trial(
     model_dir: str | Path | None = None,
     package_inputs: Mapping[str, Any] | None = None,
     rung_files: Sequence[str | Path] = (),
+    choice: str | Path | None = None,
+    fold_dirs: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Pick the trial with the highest validation metric and write ``selected.json``.
 
@@ -87,17 +129,22 @@ def select_trial(
         package_inputs: what the package is built from (see :func:`build_package`).
         rung_files: successive halving: the ranked rungs' files, in order; ``trial_dirs`` are then
             the last rung's slots, holding the survivors of the last file.
+        choice: ``choice.json`` of :func:`choose_trial` (then ``trial_dirs`` and ``rung_files``
+            are not read).
+        fold_dirs: ``split.n_folds > 1``: the selected configuration trained on the other folds
+            (``results/{experiment}/folds/fold-{f}``); the package is their fold ensemble.
 
     Returns:
         selected.json: ``{"experiment", "trial", "trial_dir", "metric", "value", "epoch",
         "ranking", "mlflow_run_id", "mlflow_experiment_id", "parent_run_id", "tracking_uri",
         "model_dir", "model_uri", "registered_model", "model_version", "champion_uri"}``, and
-        ``"rungs"`` (:func:`~mripipe.learn.rungs.ladder_record`) with ``rung_files``.
+        ``"rungs"`` (:func:`~mripipe.learn.rungs.ladder_record`) with ``rung_files``; with
+        ``fold_dirs``, ``"folds"`` (:func:`~mripipe.learn.folds.member_rows`) and ``"n_folds"``.
     """
-    search, metric = read_json(search_path), search_metric(params)
-    names = [row["trial"] for row in survivors(rung_files[-1])] if rung_files else None
-    ranking = rank_trials(trial_dirs, metric, names)
-    best = ranking[0]
+    search = read_json(search_path)
+    chosen = read_json(choice) if choice else choose_trial(experiment, trial_dirs, params, None, rung_files)
+    best, metric = chosen, str(chosen["metric"])
+    members = fold_members(best["trial_dir"], fold_dirs) if fold_dirs else None
     import torch
 
     ckpt = torch.load(Path(best["trial_dir"]) / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -105,28 +152,15 @@ def select_trial(
     registry: dict[str, Any] = {"model_uri": None}
     postprocess = None
     if model_dir is not None:
-        meta = build_package(best, search, package_inputs or {}, model_dir, int(params.get("fold", 0)))
+        meta = build_package(best, search, package_inputs or {}, model_dir, int(params.get("fold", 0)),
+                             members)
         postprocess = meta.get("postprocess")
     if run_id:
-        c = tracking.client(search["tracking_uri"])
-        if log_model and model_dir is not None:
-            registry = log_package(model_dir, search["tracking_uri"], run_id, experiment)
-        tracking.retry(c.set_tag, run_id, "selected", "true")
-        parent = str(search["parent_run_id"])
-        tracking.retry(c.set_tag, parent, "selected_trial", best["trial"])
-        tracking.retry(c.set_tag, parent, "selected_run_id", run_id)
-        tracking.log_epoch(c, parent, {f"selected_{metric}": best["value"]}, 0)
-        tracking.retry(c.set_terminated, parent, "FINISHED")
+        registry = _track(search, run_id, best, experiment, model_dir if log_model else None)
     else:
         log.warning("%s: checkpoint has no MLflow run id; nothing logged", best["trial_dir"])
     doc = {
-        "experiment": experiment,
-        "trial": best["trial"],
-        "trial_dir": best["trial_dir"],
-        "metric": metric,
-        "value": best["value"],
-        "epoch": best["epoch"],
-        "ranking": ranking,
+        **{k: chosen[k] for k in ("experiment", "trial", "trial_dir", "metric", "value", "epoch", "ranking")},
         "mlflow_run_id": run_id,
         "mlflow_experiment_id": str(search["mlflow_experiment_id"]),
         "parent_run_id": str(search["parent_run_id"]),
@@ -135,12 +169,31 @@ def select_trial(
         "postprocess": postprocess,
         **registry,
     }
-    if rung_files:  # which trial each slot held, and every rung's decisions
-        doc["rungs"] = ladder_record(rung_files)
+    if "rungs" in chosen:
+        doc["rungs"] = chosen["rungs"]
+    if members:  # each fold model's own validation value; the package averages them all
+        doc |= {"n_folds": len(members), "folds": member_rows(members, metric)}
     write_json(out, doc)
-    log.info("%s: selected %s (%s=%.4f) of %d trials", experiment, best["trial"], metric,
-             best["value"], len(ranking))
+    log.info("%s: selected %s (%s=%.4f), %d fold model(s)", experiment, best["trial"], metric,
+             best["value"], len(members or {0: None}))
     return doc
+
+
+def _track(search: dict[str, Any], run_id: str, best: Mapping[str, Any], experiment: str,
+           model_dir: str | Path | None) -> dict[str, Any]:
+    """Tag the selected run and the search's parent run (finished); with ``model_dir``, log and
+    register the package (:func:`~mripipe.learn.package.log_package`): its registry entries."""
+    c = tracking.client(search["tracking_uri"])
+    registry: dict[str, Any] = {"model_uri": None}
+    if model_dir is not None:
+        registry = log_package(model_dir, search["tracking_uri"], run_id, experiment)
+    tracking.retry(c.set_tag, run_id, "selected", "true")
+    parent = str(search["parent_run_id"])
+    tracking.retry(c.set_tag, parent, "selected_trial", best["trial"])
+    tracking.retry(c.set_tag, parent, "selected_run_id", run_id)
+    tracking.log_epoch(c, parent, {f"selected_{best['metric']}": best["value"]}, 0)
+    tracking.retry(c.set_terminated, parent, "FINISHED")
+    return registry
 
 
 def cli_select(ns: argparse.Namespace) -> None:
@@ -154,5 +207,14 @@ def cli_select(ns: argparse.Namespace) -> None:
               "settings": getattr(ns, "package_params", None) or {}}
     if model_dir is not None and not all(inputs[k] for k in ("manifest", "splits", "fingerprint")):
         raise InputError("select --model-dir needs --manifest, --splits and --fingerprint")
-    select_trial(ns.experiment, ns.trials, ns.search, ns.params, ns.out, model_dir=model_dir,
-                 package_inputs=inputs, rung_files=getattr(ns, "rungs", None) or ())
+    choice = getattr(ns, "choice", None)
+    if not choice and not getattr(ns, "trials", None):
+        raise InputError("select needs --choice (choice.json) or --trials")
+    select_trial(ns.experiment, getattr(ns, "trials", None) or (), ns.search, ns.params, ns.out,
+                 model_dir=model_dir, package_inputs=inputs, rung_files=getattr(ns, "rungs", None) or (),
+                 choice=choice, fold_dirs=getattr(ns, "folds", None) or ())
+
+
+def cli_choose(ns: argparse.Namespace) -> None:
+    """Adapter for ``mripipe choose``: the selected trial (``choice.json``), before the fold jobs."""
+    choose_trial(ns.experiment, ns.trials, ns.params, ns.out, ns.rungs or ())

@@ -129,6 +129,7 @@ def train_trial(
     per_device: int = 1,
     job: RungJob | None = None,
     loader_workers: int = 0,
+    run_name: str | None = None,
 ) -> FitResult:
     """Train trial ``trial`` of ``experiment`` and track it in MLflow.
 
@@ -136,8 +137,7 @@ def train_trial(
         experiment: experiment name (``lesion_seg``).
         trial: ``trial-000``, ...; its index selects the sampled parameters.
         patches_dir: ``results/patches`` (read through :mod:`mripipe.learn.loader`).
-        splits_path: ``results/splits.json`` (read with role ``train``; fold ``params["fold"]``,
-            default 0).
+        splits_path: ``results/splits.json`` (role ``train``; fold ``params["fold"]``, default 0).
         preprocessed_dir: ``results/preprocessed`` (whole validation scans, segmentation).
         manifest_path: ``results/manifest.tsv`` (scans of the validation subjects).
         search_path: ``results/{experiment}/search.json`` (MLflow experiment, parent run, URI).
@@ -150,11 +150,10 @@ def train_trial(
         per_device: trials sharing one device (``train.trials_per_gpu``).
         job: its rung of successive halving: the epoch to stop at and, promoted, the folder it
             continues (default: the whole budget, from scratch).
-        loader_workers: DataLoader worker processes on a GPU (``train.loader_workers``); on
-            the CPU batches are made in the training process (workers would compete for cores).
+        loader_workers: DataLoader workers on a GPU (``train.loader_workers``; none on CPU).
+        run_name: its MLflow run's name (default ``trial``; a fold model: ``{trial}-fold-{f}``).
 
-    Returns:
-        The :class:`~mripipe.learn.trainer.FitResult`.
+    Returns: the :class:`~mripipe.learn.trainer.FitResult`.
     """
     out = Path(out_dir)
     p = resolve_params(params, trial_index(trial))
@@ -177,7 +176,7 @@ def train_trial(
 
         c = tracking.client(search["tracking_uri"])
         tags = _run_tags(task, slot.device, params, [splits_path, Path(patches_dir) / "index.tsv"], job)
-        run_id = tracking.open_trial_run(c, search, trial, flatten(p), tags, _source_run(job))
+        run_id = tracking.open_trial_run(c, search, run_name or trial, flatten(p), tags, _source_run(job))
         meta |= {"experiment": experiment, "trial": trial, "mlflow_run_id": run_id,
                  "task": task, "fold": fold, "data_hash": tags["data_hash"]}
         log.info("%s/%s on %s: %s, %d steps/epoch, %d train / %d val subjects", experiment,
@@ -268,12 +267,20 @@ def _finish_run(c: Any, run_id: str, result: FitResult, metric: str, out: Path) 
 
 
 def cli_train(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe train``: a trial (``--trial``) or a promoted rung slot (``--promote``)."""
-    trial, job = ns.trial, RungJob(stop_at=ns.budget)
+    """Adapter for ``mripipe train``: a trial (``--trial``), a promoted rung slot (``--promote``)
+    or the chosen trial on another fold (``--choice``, ``--fold``; :mod:`mripipe.learn.folds`)."""
+    trial, job, params, name = ns.trial, RungJob(stop_at=ns.budget), ns.params, None
     if ns.promote:
         trial, job = promoted(ns.promote, ns.slot, ns.budget)
+    if getattr(ns, "choice", None):
+        from mripipe.learn.folds import fold_job
+
+        if ns.fold is None:
+            raise InputError("train --choice needs --fold")
+        trial, params, name = fold_job(ns.choice, ns.params, ns.fold)
     train_trial(
         ns.experiment, trial, ns.patches, ns.splits, ns.preprocessed, ns.manifest, ns.search,
-        ns.seed, ns.params, ns.out_dir, ns.threads, lock_dir=Path.cwd() / ".mripipe" / "gpu-locks",
-        per_device=ns.trials_per_gpu, job=job, loader_workers=ns.loader_workers,
+        ns.seed, params, ns.out_dir, ns.threads, lock_dir=Path.cwd() / ".mripipe" / "gpu-locks",
+        per_device=ns.trials_per_gpu, job=job, run_name=name,
+        loader_workers=ns.loader_workers,
     )

@@ -140,3 +140,21 @@ def test_select_without_mlflow_model(tmp_path: Path) -> None:
     dirs = make_trials(tmp_path, [{"val_dice": 0.3}])
     doc = select_trial("e", dirs, tmp_path / "search.json", CFG, tmp_path / "sel.json", log_model=False)
     assert doc["trial"] == "trial-000" and doc["model_uri"] is None
+
+
+def test_choice_comes_first_and_select_reads_it(tmp_path: Path) -> None:
+    """`mripipe choose` writes the choice before any fold job; select --choice gives the same
+    selected.json as select on the trials."""
+    from mripipe.learn.select import cli_choose
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    search_init("e", uri, CFG, tmp_path / "search.json")
+    dirs = make_trials(tmp_path, [{"val_dice": 0.3, "epoch": 2}, {"val_dice": 0.5, "epoch": 4}])
+    cli_choose(argparse.Namespace(experiment="e", trials=[str(d) for d in dirs], params=CFG,
+                                  out=str(tmp_path / "choice.json"), rungs=[]))
+    choice = json.loads((tmp_path / "choice.json").read_text())
+    assert (choice["trial"], choice["value"], choice["epoch"]) == ("trial-001", 0.5, 4)
+    direct = select_trial("e", dirs, tmp_path / "search.json", CFG, tmp_path / "a.json", log_model=False)
+    chosen = select_trial("e", [], tmp_path / "search.json", CFG, tmp_path / "b.json", log_model=False,
+                          choice=tmp_path / "choice.json")
+    assert chosen == direct and "folds" not in chosen
