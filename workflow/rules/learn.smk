@@ -244,9 +244,10 @@ rule train_fold:
         gpu=1,
         mem_mb=3000,
         trials_per_gpu=config["train"]["trials_per_gpu"],
+        loader_workers=config["train"]["loader_workers"],
     shell:
         "mripipe train --experiment {wildcards.experiment} --choice {input.choice} "
-        "--fold {wildcards.fold} --trials-per-gpu {resources.trials_per_gpu} "
+        "--fold {wildcards.fold} --trials-per-gpu {resources.trials_per_gpu} --loader-workers {resources.loader_workers} "
         "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
         "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
