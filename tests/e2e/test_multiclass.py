@@ -88,9 +88,12 @@ def test_per_class_region_and_detection_metrics(mc_run: Path) -> None:
         for key in ("froc_score", "ap"):
             assert 0.0 <= m[f"{key}_{name}"] <= 1.0, (key, name)
         assert m[f"n_lesions_{name}"] > 0
-    # the trained model beats predicting background everywhere (Dice 0, no lesion found)
-    assert m["dice_lesion"] > 0.2 and m["dice_rim"] > 0.1
-    assert m["froc_score_lesion"] > 0.2
+    # the trained model beats predicting background everywhere (Dice 0, no lesion found) or
+    # foreground everywhere (Dice < 0.01); rim (a one-voxel shell) and core (a few voxels) are too
+    # thin for this budget to promise more than sane numbers. Measured: lesion Dice 0.32 (rim 0.11,
+    # core 0.23), FROC score 0.76.
+    assert m["dice_lesion"] > 0.15
+    assert m["froc_score_lesion"] > 0.3
     per_case = pd.read_csv(mc_run / "results" / EXPERIMENT / "eval" / "per_case.tsv", sep="\t")
     assert {f"dice_{n}" for n in (*CLASSES, *REGIONS)} <= set(per_case.columns)
 
