@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("path", ["config/config.yaml", "tests/e2e/config.yaml"])
+@pytest.mark.parametrize("path", ["config/config.yaml", "tests/e2e/config.yaml", "tests/e2e/config_msd.yaml"])
 def test_shipped_configs_are_valid(path: str) -> None:
     jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load((REPO / path).read_text(encoding="utf-8")))
 
@@ -64,6 +64,14 @@ def test_bad_config_fails_before_any_job_naming_the_key(config: str, named: str,
     out = proc.stdout + proc.stderr
     assert "Error validating config file" in out
     assert named in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_region_of_an_unknown_class_fails_at_parse_naming_the_key(tmp_path: Path) -> None:
+    proc = _dry_run("data: {labels: {rim: 1, core: 2}}\nexperiments: {x: {task: segmentation}}\n"
+                    "evaluate: {regions: {lesion: [rim, oedema]}}\n", tmp_path)
+    assert proc.returncode != 0
+    assert "evaluate.regions" in proc.stdout + proc.stderr and "oedema" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
 
 

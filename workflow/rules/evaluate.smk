@@ -1,4 +1,10 @@
 # Evaluation of the test predictions and the summary of every experiment.
+from mripipe.evaluate.labelmap import label_spec  # noqa: E402
+
+# evaluate.regions and evaluate.detection_classes name classes of the label map: with a map in the
+# config that is checked now, before any job runs (a dataset.json's map is checked by evaluate).
+if config["data"].get("labels"):
+    label_spec(config["data"]["labels"], config["evaluate"])
 
 # light jobs run in the main Snakemake process, never submitted to a cluster
 localrules:

@@ -22,11 +22,6 @@ from sklearn.metrics import roc_curve
 
 from mripipe.core.config import param, with_defaults
 from mripipe.core.errors import InputError
-from mripipe.core.splits import load_splits
-from mripipe.core.subjects import subject_predictions
-from mripipe.core.utils import atomic_path, json_safe, read_json, write_json
-from mripipe.data.manifest import held_out_scans, read_manifest
-from mripipe.evaluate import plots
 from mripipe.core.froc import (
     FP_RATES,
     ScanDetections,
@@ -35,6 +30,13 @@ from mripipe.core.froc import (
     froc_table,
     sensitivity_at,
 )
+from mripipe.core.splits import load_splits
+from mripipe.core.subjects import subject_predictions
+from mripipe.core.utils import atomic_path, json_safe, read_json, write_json
+from mripipe.data.manifest import held_out_scans, read_manifest
+from mripipe.evaluate import plots
+from mripipe.evaluate.classes import class_headline, class_metrics, score_scan_classes
+from mripipe.evaluate.labelmap import LabelSpec, label_spec, prediction_labels
 from mripipe.evaluate.scoring import HD95_CONVENTION, overlap_scores, score_scan
 from mripipe.evaluate.stats import bootstrap_ci, classification_metrics
 
@@ -116,6 +118,40 @@ def prediction_paths(predictions: Path, preprocessed: Path, cases: pd.DataFrame,
             for scan, label in zip(cases["scan"], cases["label"], strict=True)]
 
 
+def score_scans(predictions: Path, preprocessed: Path, cases: pd.DataFrame, space: str,
+                spec: LabelSpec | None, params: Mapping[str, Any]
+                ) -> tuple[list[dict[str, Any]], list[ScanDetections], dict[str, list[ScanDetections]]]:
+    """Every test scan's ``per_case.tsv`` row and detections (all foreground as one lesion class),
+    and with ``spec`` (K >= 2) the detections per ``evaluate.detection_classes`` name."""
+    rows, dets = [], []
+    class_dets: dict[str, list[ScanDetections]] = {n: [] for n in (spec.detection if spec else {})}
+    for scan, (prob, label) in zip(cases["scan"], prediction_paths(predictions, preprocessed, cases, space), strict=True):
+        if spec is None:
+            row, det = score_scan(scan, prob, label, params)
+        else:
+            seg = Path(predictions) / f"{scan}_seg.nii.gz" if space == "native" else None
+            row, det, by_name = score_scan_classes(scan, prob, seg, label, spec, params)
+            for name, found in by_name.items():
+                class_dets[name].append(found)
+        rows.append(row)
+        dets.append(det)
+        log.info("%s: Dice %.3f, HD95 %.1f mm%s, %d/%d lesions found, %d FP", scan, row["dice"],
+                 row["hd95_mm"], f" ({row['hd95_convention']})" if row["hd95_convention"] else "",
+                 row["n_tp"], row["n_lesions"], row["n_fp"])
+    return rows, dets, class_dets
+
+
+def multiclass_spec(predictions: Path, params: Mapping[str, Any]) -> LabelSpec | None:
+    """The classes, regions and detection names to score, from ``predict.json``'s ``labels``;
+    None (the binary path) without a label map or with one foreground class. Region and detection
+    names are checked against the map either way."""
+    labels = prediction_labels(Path(predictions))
+    if labels is None:
+        return None
+    spec = label_spec(labels, params)
+    return spec if spec.n_classes >= 2 else None
+
+
 def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataFrame,
                           out_dir: Path, params: Mapping[str, Any], seed: int,
                           experiment: str = "segmentation") -> dict[str, Any]:
@@ -133,17 +169,15 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
 
     Returns:
         The ``metrics.json`` content.
+
+    With K >= 2 foreground classes in ``predict.json``'s ``labels`` the probability maps hold K+1
+    channels and the scores are per class, per region and per detection name as well
+    (:mod:`mripipe.evaluate.classes`); without a label map, or with one class, the binary path.
     """
     cases = cases.reset_index(drop=True)
     space = str(param("evaluate", params, "space"))
-    rows, dets = [], []
-    for scan, (prob, label) in zip(cases["scan"], prediction_paths(predictions, preprocessed, cases, space), strict=True):
-        row, det = score_scan(scan, prob, label, params)
-        rows.append(row)
-        dets.append(det)
-        log.info("%s: Dice %.3f, HD95 %.1f mm%s, %d/%d lesions found, %d FP", scan, row["dice"],
-                 row["hd95_mm"], f" ({row['hd95_convention']})" if row["hd95_convention"] else "",
-                 row["n_tp"], row["n_lesions"], row["n_fp"])
+    spec = multiclass_spec(predictions, params)
+    rows, dets, class_dets = score_scans(predictions, preprocessed, cases, space, spec, params)
     per_case = pd.DataFrame(rows)
     per_case.insert(1, "subject", cases["subject"].to_numpy())
     classes, cuts = list(param("evaluate", params, "burden_classes")), list(param("evaluate", params, "burden_cuts"))
@@ -156,6 +190,9 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
         idx = [i for s in subjects for i in by_subject[s]]
         sample = [dets[i] for i in idx]
         values = segmentation_headline(per_case.iloc[idx], sample, subj.loc[subjects], params)
+        if spec is not None:
+            values.update(class_headline(per_case.iloc[idx], {n: [d[i] for i in idx] for n, d in class_dets.items()},
+                                         spec, params))
         _, fps, sens = froc_curve(sample)
         band = sensitivity_at(fps, sens, list(FROC_GRID), bool(param("evaluate", params, "interpolate")))
         values.update({f"_froc_grid_{i}": float(v) for i, v in enumerate(band)})
@@ -173,12 +210,16 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
                     "hd95_n_convention": int((conv != "").sum()),
                     "hd95_n_empty_prediction": int((conv == "empty_prediction").sum()),
                     "hd95_n_empty_truth": int(conv.isin(["empty_truth", "both_empty"]).sum())})
+    if spec is not None:
+        metrics.update(class_metrics(per_case, headline, spec))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     froc = froc_table(dets)
     _write_tsv(per_case, out / "per_case.tsv")
     _write_tsv(froc, out / "froc.tsv")
+    for name, found in class_dets.items():
+        _write_tsv(froc_table(found), out / f"froc_{name}.tsv")
     confusion = _confusion_table(subj["true_class"], subj["pred_class"], classes)
     _write_tsv(confusion, out / "confusion.tsv", index=True)
     scan_has = (per_case["n_lesions"] > 0).astype(int)
@@ -187,6 +228,14 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
     plots.froc_plot(froc, FROC_GRID, band, out / "froc.png")
     plots.confusion_plot(confusion, out / "confusion.png", "subject burden class (predicted load)")
     plots.roc_plot(roc, metrics, out / "roc.png")
+    _overlays(per_case, Path(predictions), Path(preprocessed), out, params)
+    write_json(out / "metrics.json", json_safe(metrics))
+    return metrics
+
+
+def _overlays(per_case: pd.DataFrame, predictions: Path, preprocessed: Path, out: Path,
+              params: Mapping[str, Any]) -> None:
+    """``dice.png`` and the overlays of the worst scans (template grid, QC pictures)."""
     plots.dice_plot(per_case, out / "dice.png")
     worst_first = per_case.sort_values(["n_lesions", "dice"], ascending=[False, True])
     for scan in list(worst_first["scan"])[: int(param("evaluate", params, "n_overlays"))]:
@@ -194,8 +243,6 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
         if template_prob.is_file() and (Path(preprocessed) / scan / "label.nii.gz").is_file():
             plots.overlay_plot(Path(preprocessed) / scan, template_prob,
                                float(param("evaluate", params, "threshold")), out / f"overlay_{scan}.png")
-    write_json(out / "metrics.json", json_safe(metrics))
-    return metrics
 
 
 def evaluate_classification(predictions: Path, out_dir: Path, params: Mapping[str, Any],
@@ -271,6 +318,8 @@ def _metrics_json(task: str, headline: dict[str, float], ci: dict[str, list[floa
 
 
 def _confusion_table(true: pd.Series, pred: pd.Series, classes: list[str]) -> pd.DataFrame:
+    if not set(true) & set(classes):  # no subject with a known class (e.g. an MSD dataset): zeros
+        return pd.DataFrame(0, index=pd.Index(classes, name="true"), columns=classes)
     cm = classification_metrics(list(true), list(pred), classes)["confusion"]
     return pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes)
 

@@ -104,14 +104,16 @@ def overlay_plot(scan_dir: Path, prob_path: Path, threshold: float, path: Path) 
 
     Args:
         scan_dir: ``results/preprocessed/{scan}`` (``image.nii.gz`` (C, X, Y, Z), ``label.nii.gz``).
-        prob_path: ``{scan}_prob.nii.gz`` (X, Y, Z).
-        threshold: prediction threshold.
+        prob_path: ``{scan}_prob.nii.gz`` (X, Y, Z), or K+1 channels (C, X, Y, Z) of a
+            multi-class model (the prediction is then the argmax's foreground).
+        threshold: prediction threshold (single-class maps).
         path: output PNG.
     """
     scan = read_preprocessed(scan_dir)
     image = scan.image[-1]  # last channel (FLAIR in the default config)
     label = scan.label > 0
-    pred = to_array(read_image(prob_path)) >= threshold
+    prob = to_array(read_image(prob_path))
+    pred = prob.argmax(axis=0) > 0 if prob.ndim == 4 else prob >= threshold
     per_slice = label.sum(axis=(0, 1))
     z = int(np.argmax(per_slice)) if per_slice.any() else label.shape[2] // 2
     fig, ax = plt.subplots(figsize=(4.5, 4.5))

@@ -21,11 +21,11 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from mripipe.core.config import param
+from mripipe.core.detection import detect_scan, find_candidates
 from mripipe.core.errors import InputError
+from mripipe.core.froc import ScanDetections
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.lesions import remove_small
-from mripipe.core.detection import detect_scan, find_candidates
-from mripipe.core.froc import ScanDetections
 
 HD95_CONVENTION = ("HD95 (mm, MONAI, 95th percentile) when prediction and truth both hold voxels; "
                    "the image diagonal in mm when exactly one is empty (BraTS); 0 when both are "
@@ -66,8 +66,9 @@ def overlap_scores(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
     return dice, float(hd[0, 0]), ""
 
 
-def _truth(label_path: Path | None, prob_img: sitk.Image, prob_path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The truth array on the prediction's grid (zeros without a label file) and its spacing."""
+def truth_on_grid(label_path: Path | None, prob_img: sitk.Image, prob_path: Path
+                  ) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The truth array on the prediction's (3-D) grid (zeros without a label file) and its spacing."""
     if label_path is None or str(label_path) == "":
         return np.zeros(prob_img.GetSize(), np.uint16), tuple(float(s) for s in prob_img.GetSpacing())
     label_img = read_image(label_path)
@@ -95,7 +96,7 @@ def score_scan(scan: str, prob_path: Path, label_path: Path | None, params: Mapp
     """
     prob_img = read_image(prob_path)
     prob = to_array(prob_img)
-    label, spacing = _truth(label_path, prob_img, prob_path)
+    label, spacing = truth_on_grid(label_path, prob_img, prob_path)
     thr = float(param("evaluate", params, "threshold"))
     # Candidates come from a lower threshold than the mask, so the FROC curve sweeps operating
     # points beyond the mask's; each is scored by its maximum probability (DESIGN.md).

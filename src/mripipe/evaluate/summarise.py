@@ -20,6 +20,10 @@ HEADLINE: Mapping[str, tuple[str, ...]] = {
                      "burden_accuracy", "burden_balanced_accuracy"),
     "classification": ("accuracy", "balanced_accuracy", "auroc_macro"),
 }
+#: per class and region (K >= 2 classes): ``<metric>_<name>``
+PER_CLASS = ("dice", "hd95_mm", "hd95_mm_median")
+#: per ``evaluate.detection_classes`` name: ``<metric>_<name>``
+PER_DETECTION = ("froc_score", "ap", "auroc", "sensitivity_at_1_fp")
 REPORT = "results/report.html"
 SUMMARY = "results/summary.json"
 TRACKING_URI = "sqlite:///mlflow.db"
@@ -30,14 +34,16 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``{metric: value, metric_ci95_low: ..., metric_ci95_high: ..., "n_scans": ...}`` for the
-        task's headline metrics that are present (None where undefined on the test set).
+        task's headline metrics that are present (None where undefined on the test set); a
+        multi-class segmentation (``classes`` in ``metrics.json``) adds :data:`PER_CLASS` per class
+        and region and :data:`PER_DETECTION` per detection name (``dice_PZ``, ``froc_score_ET``).
     """
     task = str(metrics.get("task", ""))
     if task not in HEADLINE:
         raise InputError(f"unknown task {task!r} (expected {sorted(HEADLINE)})")
     ci = metrics.get("ci95", {})
     out: dict[str, Any] = {"task": task}
-    for key in HEADLINE[task]:
+    for key in [*HEADLINE[task], *class_keys(metrics)]:
         if key not in metrics:
             continue
         out[key] = metrics[key]
@@ -47,6 +53,17 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
         if key in metrics:
             out[key] = metrics[key]
     return out
+
+
+def class_keys(metrics: Mapping[str, Any]) -> list[str]:
+    """The per-class, per-region and per-detection-name keys of a multi-class ``metrics.json``
+    (none for the binary path, which has no ``classes`` entry)."""
+    if metrics.get("task") != "segmentation" or not isinstance(metrics.get("classes"), Mapping):
+        return []
+    names = list(dict.fromkeys([*metrics["classes"], *(metrics.get("regions") or {})]))
+    keys = [f"{m}_{n}" for n in names for m in PER_CLASS]
+    keys += [f"{m}_{n}" for n in metrics.get("detection_classes") or [] for m in PER_DETECTION]
+    return keys
 
 
 def excluded_scans(path: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         if key == "ci95" and isinstance(value, Mapping):
             for name, (lo, hi) in value.items():
                 out[f"{name}_ci95_low"], out[f"{name}_ci95_high"] = lo, hi
-        elif isinstance(value, Mapping) and key != "params":
+        elif isinstance(value, Mapping) and key not in ("params", "classes"):  # classes: the label map
             out.update({f"{key}.{k}": v for k, v in value.items()})
         elif key != "params":
             out[key] = value
