@@ -278,21 +278,14 @@ def segment_logits(
     return out[0].float()
 
 
-def segment_probability(
-    model: nn.Module,
-    image: torch.Tensor,
-    roi_size: Sequence[int],
-    sw_batch_size: int = 4,
-    overlap: float = 0.25,
-    amp: bool = True,
-) -> torch.Tensor:
-    """Lesion probability of a whole volume: softmax of :func:`segment_logits`, channel 1.
+def segment_probability(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int],
+                        *args: Any, **kwargs: Any) -> torch.Tensor:
+    """Lesion probability of a whole volume: channel 1 of :func:`segment_softmax` (same arguments).
 
     Returns:
         ``(X, Y, Z)`` float32 probabilities in [0, 1] on the CPU.
     """
-    logits = segment_logits(model, image, roi_size, sw_batch_size, overlap, amp)
-    return torch.softmax(logits, dim=0)[1].cpu()
+    return segment_softmax(model, image, roi_size, *args, **kwargs)[1]
 
 
 def segment_softmax(
