@@ -145,6 +145,10 @@ def _learn_commands(sub: Any) -> None:
     p.add_argument("--preprocessed", required=True, help="results/preprocessed")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--labels", type=_json, default={},
+                   help="data.labels as JSON (name -> value; {} = the dataset's declared labels)")
+    p.add_argument("--manifest-meta", default=None,
+                   help="results/manifest.json (the labels an MSD/nnU-Net dataset declares)")
     p.set_defaults(func=_run("learn.patches", "cli_patches"))
 
     p = sub.add_parser("search-init", help="create the MLflow parent run of an experiment's search")

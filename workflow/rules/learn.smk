@@ -30,6 +30,7 @@ rule patches:
     input:
         manifest=MANIFEST,
         splits="results/splits.json",
+        meta="results/manifest.json",
         images=preprocessed,
         code=code("patches"),
     output:
@@ -38,6 +39,7 @@ rule patches:
         classes="results/patches/classes.json",
     params:
         cfg=section("patches"),
+        labels=json.dumps(config["data"]["labels"], sort_keys=True),
         out_dir="results/patches",
     log:
         "logs/patches.log",
@@ -48,7 +50,7 @@ rule patches:
     shell:
         "mripipe patches --manifest {input.manifest} --splits {input.splits} "
         "--preprocessed results/preprocessed --seed {SEED} --params {params.cfg:q} "
-        "--out-dir {params.out_dir} --log {log}"
+        "--labels {params.labels:q} --manifest-meta {input.meta} --out-dir {params.out_dir} --log {log}"
 # Random search: one MLflow parent run per experiment, one DAG job per trial, then selection on
 # the validation metric only. A trial asks for `gpu=1`: with `--resources gpu=N` at most N run at
 # once, each on its own device; on a CPU machine the resource is unconstrained.
@@ -178,6 +180,9 @@ def package_params(wildcards):
     and the evaluation's lesion matching (the candidate threshold is chosen with it)."""
     ev = config["evaluate"]
     matching = {k: ev[k] for k in ("min_overlap", "overlap_measure", "interpolate")}
+    # multi-class: which class's candidates select chooses the threshold on (only when set, so a
+    # binary run's command line is unchanged)
+    matching |= {k: ev[k] for k in ("detection_classes", "regions", "candidate_threshold") if ev[k]}
     return json.dumps({"preprocess": config["preprocess"], "predict": config["predict"],
                        "threshold": ev["threshold"], "evaluate": matching, "seed": SEED}, sort_keys=True)
 

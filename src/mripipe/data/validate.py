@@ -151,6 +151,8 @@ def validate(manifest: str | Path, params: dict[str, Any] | None, out: str | Pat
     channels = channel_columns(table)
     meta_path = manifest.with_suffix(".json")
     meta = dict(read_json(meta_path)) if meta_path.is_file() else {}
+    if len(p["labels"]) >= 2:  # multi-class data.labels: the values a label may hold
+        meta["labels"] = {"0": "background", **{str(v): k for k, v in p["labels"].items()}}
     problems = [Problem(**q) for q in meta.get("problems", [])]
     infos = _open_all(table, channels)
     for _, row in table.iterrows():

@@ -4,7 +4,9 @@ The same functions serve ``predict`` (test scans already preprocessed by the pip
 ``mripipe infer`` (new raw scans, preprocessed here by :func:`mripipe.preprocess.pipeline.
 preprocess_scan` with the package's parameters): sliding-window probabilities on the template
 grid, resampled through the inverse of ``transform.tfm`` onto the raw reference image's exact
-grid, then thresholded.
+grid, then thresholded. A multi-class package (K >= 2 classes in ``labels``) gives the K + 1
+softmax probabilities as a vector image (background first), resampled channel by channel; its
+mask is their argmax on the native grid (uint8 0..K).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from torch import nn
 
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, read_image, to_array
+from mripipe.core.labels import DEFAULT_LABELS, foreground
 from mripipe.core.lesions import remove_small
 from mripipe.core.package import WEIGHTS_FILE, find_package, read_meta
-from mripipe.learn.networks import build_model, classify, segment_probability
+from mripipe.learn.networks import build_model, classify, segment_probability, segment_softmax
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ def to_native(prob: sitk.Image, transform_path: Path, native_path: Path) -> sitk
 
     Returns:
         float32 image on the native grid: the native image's size, origin, spacing and direction
-        (linear interpolation, 0 outside the template grid).
+        (linear interpolation, 0 outside the template grid); a vector image stays one.
     """
     try:
         forward = sitk.ReadTransform(str(transform_path))
@@ -137,7 +140,8 @@ def to_native(prob: sitk.Image, transform_path: Path, native_path: Path) -> sitk
     resampler.SetTransform(inverse)  # output (native) point -> input (template) point
     resampler.SetInterpolator(sitk.sitkLinear)
     resampler.SetDefaultPixelValue(0.0)
-    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    vector = prob.GetNumberOfComponentsPerPixel() > 1
+    resampler.SetOutputPixelType(sitk.sitkVectorFloat32 if vector else sitk.sitkFloat32)
     return resampler.Execute(prob)
 
 
@@ -159,11 +163,34 @@ def segment_folder(pkg: Package, folder: Path, sw_batch_size: int | None = None)
         raise InputError(f"{folder}/image.nii.gz: {image.shape[0]} channels, the model takes "
                          f"{pkg.meta['in_channels']}")
     window = pkg.meta["window"]
+    if is_multiclass_package(pkg):
+        return _segment_multiclass(pkg, img, image, folder, sw_batch_size)
     prob = segment_probability(pkg.model, torch.from_numpy(image), window["roi_size"],
                                sw_batch_size=int(sw_batch_size or window["batch_size"]),
                                overlap=float(window["overlap"])).numpy()
     if pkg.meta["postprocess"].get("mask_outside_brain", True):
         prob = prob * (to_array(read_image(Path(folder) / "brainmask.nii.gz")) > 0)
+    return from_array(prob.astype(np.float32), img)
+
+
+def is_multiclass_package(pkg: Package) -> bool:
+    """A segmentation package of K >= 2 foreground classes (K + 1 output channels)."""
+    return pkg.task == "segmentation" and int(pkg.meta["n_classes"]) > 2
+
+
+def _segment_multiclass(pkg: Package, img: sitk.Image, image: np.ndarray, folder: Path,
+                        sw_batch_size: int | None) -> sitk.Image:
+    """The K + 1 softmax probabilities of a preprocessed scan on its grid, as a vector image
+    ``(K + 1, X, Y, Z)`` (background first); outside the brain mask background is 1 unless
+    ``mask_outside_brain`` is false."""
+    window = pkg.meta["window"]
+    prob = segment_softmax(pkg.model, torch.from_numpy(image), window["roi_size"],
+                           sw_batch_size=int(sw_batch_size or window["batch_size"]),
+                           overlap=float(window["overlap"])).numpy()
+    if pkg.meta["postprocess"].get("mask_outside_brain", True):
+        outside = to_array(read_image(Path(folder) / "brainmask.nii.gz")) == 0
+        prob[:, outside] = 0.0
+        prob[0, outside] = 1.0
     return from_array(prob.astype(np.float32), img)
 
 
@@ -174,15 +201,33 @@ def native_outputs(pkg: Package, prob: sitk.Image, folder: Path, native: Path
     Returns:
         ``(prob, seg)``: float32 probabilities and the uint8 mask ``prob >= threshold`` without
         its lesions under ``min_lesion_mm3`` (both chosen on validation), both on exactly the raw
-        reference image's grid.
+        reference image's grid. Multi-class: the K + 1 channel probabilities (vector image) and
+        their argmax (uint8 0..K).
     """
     prob_native = to_native(prob, Path(folder) / "transform.tfm", Path(native))
+    if is_multiclass_package(pkg):  # argmax of the resampled K + 1 channels (0 off the grid)
+        return prob_native, from_array(to_array(prob_native).argmax(0).astype(np.uint8), prob_native)
     post = pkg.meta["postprocess"]
     mask = to_array(prob_native) >= float(post["threshold"])
     voxel_mm3 = float(np.prod(prob_native.GetSpacing()))
     mask = remove_small(mask, float(post.get("min_lesion_mm3", 0.0)) / voxel_mm3)
     seg = from_array(mask.astype(np.uint8), prob_native)
     return prob_native, seg
+
+
+def package_labels(pkg: Package) -> dict[str, int]:
+    """A segmentation package's label map (name -> value); ``{"lesion": 1}`` for a package
+    written before ``labels`` was a map (a list of output names)."""
+    labels = pkg.meta.get("labels")
+    return foreground(labels) if isinstance(labels, dict) else dict(DEFAULT_LABELS)
+
+
+def class_volumes_ml(seg: sitk.Image, labels: dict[str, int]) -> dict[str, float]:
+    """Volume (ml) of each class of an argmax mask (values 1..K = the classes by label value)."""
+    counts = np.bincount(to_array(seg).ravel(), minlength=len(labels) + 1)
+    voxel_ml = float(np.prod(seg.GetSpacing())) / 1000.0
+    names = sorted(labels, key=lambda n: labels[n])
+    return {n: float(counts[k]) * voxel_ml for k, n in enumerate(names, start=1)}
 
 
 def classify_folder(pkg: Package, folder: Path) -> dict[str, float]:

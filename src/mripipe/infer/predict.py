@@ -32,9 +32,11 @@ from mripipe.core.utils import atomic_path, write_json
 from mripipe.data.manifest import held_out_scans
 from mripipe.infer.package import (
     Package,
+    class_volumes_ml,
     classify_folder,
     load_package,
     native_outputs,
+    package_labels,
     segment_folder,
 )
 from mripipe.infer.package import to_native as to_native
@@ -66,9 +68,13 @@ def predict_segmentation(pkg: Package, cases: pd.DataFrame, preprocessed: Path, 
         prob_native, seg = native_outputs(pkg, prob, folder, Path(native))
         write_image(prob_native, Path(out_dir) / f"{scan}_prob.nii.gz")
         write_image(seg, Path(out_dir) / f"{scan}_seg.nii.gz")
-        log.info("%s: max lesion probability %.3f, %d native voxels >= %g", scan,
-                 float(to_array(prob).max()), int(to_array(seg).sum()),
-                 pkg.meta["postprocess"]["threshold"])
+        if "threshold" in pkg.meta["postprocess"]:
+            log.info("%s: max lesion probability %.3f, %d native voxels >= %g", scan,
+                     float(to_array(prob).max()), int(to_array(seg).sum()),
+                     pkg.meta["postprocess"]["threshold"])
+        else:  # multi-class: argmax
+            log.info("%s: argmax classes, native volumes (ml) %s", scan,
+                     class_volumes_ml(seg, package_labels(pkg)))
         done.append(scan)
     return done
 
@@ -127,5 +133,6 @@ def cli_predict(ns: argparse.Namespace) -> None:
             "experiment": ns.experiment, "task": pkg.task, "trial": pkg.meta.get("trial"),
             "model": str(ns.model), "weights_sha256": pkg.meta["weights"].get("sha256"),
             "device": slot.device, "scans": list(cases["scan"]),
+            **({"labels": package_labels(pkg)} if pkg.task == "segmentation" else {}),
         })
     log.info("%s: %s predictions of %d test scans -> %s", ns.experiment, pkg.task, len(cases), ns.out_dir)

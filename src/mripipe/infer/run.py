@@ -27,9 +27,12 @@ from mripipe.core.imageio import to_array, write_image
 from mripipe.core.utils import write_json
 from mripipe.infer.package import (
     Package,
+    class_volumes_ml,
     classify_folder,
+    is_multiclass_package,
     load_package,
     native_outputs,
+    package_labels,
     segment_folder,
 )
 from mripipe.preprocess.fingerprint import ras_spacing
@@ -111,10 +114,13 @@ def infer_scan(pkg: Package, inputs: Sequence[str | Path], out_dir: str | Path,
             prob, seg = native_outputs(pkg, segment_folder(pkg, folder, sw_batch_size), folder, channels[pkg.channels[0]])
             write_image(prob, out / "prob.nii.gz")
             write_image(seg, out / "seg.nii.gz")
-            voxels = int(to_array(seg).sum())
-            doc |= {"threshold": pkg.meta["postprocess"]["threshold"], "lesion_voxels": voxels,
+            voxels = int((to_array(seg) > 0).sum())
+            doc |= {"threshold": pkg.meta["postprocess"].get("threshold"), "lesion_voxels": voxels,
                     "lesion_volume_ml": voxels * float(np.prod(seg.GetSpacing())) / 1000.0,
                     "outputs": ["seg.nii.gz", "prob.nii.gz"]}
+            if is_multiclass_package(pkg):  # argmax masks: each class's volume
+                doc |= {"method": "argmax", "labels": package_labels(pkg),
+                        "volume_ml": class_volumes_ml(seg, package_labels(pkg))}
         else:
             proba = classify_folder(pkg, folder)
             doc |= {"class": max(proba, key=lambda c: proba[c]), "probabilities": proba,

@@ -5,7 +5,8 @@ them to training with on-the-fly MONAI augmentation:
 
 - :func:`segmentation_loader`: fresh patches every epoch, drawn online from the cached scans with
   foreground oversampling (:mod:`mripipe.learn.sampling`); batches ``{"image": float32
-  (B, C, px, py, pz), "label": float32 (B, 1, px, py, pz) in {0, 1}}``.
+  (B, C, px, py, pz), "label": float32 (B, 1, px, py, pz) in {0, 1}}`` (multi-class, K >= 2
+  classes in ``patches.json``'s ``labels``: the class indices 0..K).
 - :func:`classification_loader`: batches ``{"image": float32 (B, C, x, y, z),
   "label": int64 (B,)}`` (class ids index :func:`mripipe.learn.patches.class_names`).
 - :func:`class_weights`: inverse-frequency weights for a cross-entropy loss.
@@ -44,6 +45,7 @@ from monai.transforms import (
 from torch.utils.data import DataLoader, Dataset
 
 from mripipe.core.errors import InputError
+from mripipe.core.labels import foreground
 from mripipe.core.utils import derive_seed, read_json
 from mripipe.learn import sampling
 from mripipe.learn.patches import INDEX, META, VOLUMES, class_names
@@ -176,7 +178,7 @@ class PatchDataset(_AugmentedDataset):
 
     def __init__(
         self, root: Path, table: pd.DataFrame, seed: int, epoch: int, augment: float,
-        n_samples: int, size: Sequence[int], pos_fraction: float,
+        n_samples: int, size: Sequence[int], pos_fraction: float, n_classes: int = 1,
     ) -> None:
         super().__init__(root, seed, epoch, augment, has_label=True, spatial_size=size)
         self.files = table["file"].to_numpy(dtype=str)
@@ -184,6 +186,7 @@ class PatchDataset(_AugmentedDataset):
         self.shapes = [tuple(int(v) for v in r) for r in
                        table[["size_x", "size_y", "size_z"]].to_numpy(dtype=np.int64)]
         self.n_samples, self.size, self.pos_fraction = n_samples, [int(s) for s in size], pos_fraction
+        self.n_classes = n_classes  # foreground classes: 1 = binary lesion (instance ids cached)
         self._fgs: list[sampling.Foreground] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -200,11 +203,12 @@ class PatchDataset(_AugmentedDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         d = sampling.draw(index, self.seed, self.epoch, self.shapes, self.foregrounds(),
-                          self.size, self.pos_fraction)
+                          self.size, self.pos_fraction, self.n_classes)
         image = sampling.crop(self.cache.get(self.files[d.scan]), d.start, self.size)
         label = sampling.crop(self.cache.get(self.label_files[d.scan])[None], d.start, self.size)
+        target = label > 0 if self.n_classes < 2 else label
         item = self._augment({"image": torch.from_numpy(image.astype(np.float32)),
-                              "label": torch.from_numpy((label > 0).astype(np.float32))}, index)
+                              "label": torch.from_numpy(target.astype(np.float32))}, index)
         return {
             "image": torch.as_tensor(item["image"], dtype=torch.float32).as_subclass(torch.Tensor),
             "label": torch.as_tensor(item["label"], dtype=torch.float32).as_subclass(torch.Tensor),
@@ -299,7 +303,7 @@ def segmentation_loader(
     meta = read_json(root / META)
     n = int(n_samples) if n_samples is not None else int(meta["per_scan"]) * len(table)
     dataset = PatchDataset(root, table, seed, epoch, augment, n, meta["size"],
-                           float(meta["pos_fraction"]))
+                           float(meta["pos_fraction"]), len(foreground(meta.get("labels"))))
     log.debug("segmentation loader: %d patches from %d scans of %d subjects", n, len(table),
               len(set(subjects)))
     return _make_loader(dataset, batch_size, seed, epoch, num_workers, shuffle=False)

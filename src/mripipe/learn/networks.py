@@ -1,7 +1,9 @@
 """Network factory (MONAI networks), trained-model loading and whole-volume inference.
 
 Segmentation networks output logits ``(B, 2, X, Y, Z)`` (background, lesion); the lesion
-probability is ``softmax(logits)[:, 1]``. Classification networks output logits
+probability is ``softmax(logits)[:, 1]``. With K >= 2 foreground classes they output ``K + 1``
+channels (background first, then the classes by label value) and :func:`segment_softmax` gives
+all of them. Classification networks output logits
 ``(B, n_classes)``.
 """
 
@@ -27,8 +29,9 @@ SEGMENTATION_NETWORKS = ("unet", "segresnet", "basicunet")
 CLASSIFICATION_NETWORKS = ("densenet", "resnet", "convnet")
 
 
-def build_segmentation_net(network: dict[str, Any], in_channels: int) -> nn.Module:
-    """A MONAI 3-D segmentation network with two output channels.
+def build_segmentation_net(network: dict[str, Any], in_channels: int, out_channels: int = 2) -> nn.Module:
+    """A MONAI 3-D segmentation network with ``out_channels`` output channels (2: background,
+    lesion; K + 1 for K foreground classes).
 
     Args:
         network: ``{"name": unet|segresnet|basicunet, "channels": [c0, c1, ...], "dropout": p}``;
@@ -36,7 +39,7 @@ def build_segmentation_net(network: dict[str, Any], in_channels: int) -> nn.Modu
         in_channels: image channels C.
 
     Returns:
-        A module mapping ``(B, C, X, Y, Z)`` to logits ``(B, 2, X, Y, Z)``.
+        A module mapping ``(B, C, X, Y, Z)`` to logits ``(B, out_channels, X, Y, Z)``.
     """
     name = network["name"]
     ch = [int(c) for c in network["channels"]]
@@ -47,7 +50,7 @@ def build_segmentation_net(network: dict[str, Any], in_channels: int) -> nn.Modu
         return nets.UNet(
             spatial_dims=3,
             in_channels=in_channels,
-            out_channels=2,
+            out_channels=out_channels,
             channels=ch,
             strides=[2] * (len(ch) - 1),
             num_res_units=1,
@@ -58,7 +61,7 @@ def build_segmentation_net(network: dict[str, Any], in_channels: int) -> nn.Modu
             spatial_dims=3,
             init_filters=ch[0],
             in_channels=in_channels,
-            out_channels=2,
+            out_channels=out_channels,
             dropout_prob=dropout or None,
             blocks_down=tuple([1] * len(ch)),
             blocks_up=tuple([1] * (len(ch) - 1)),
@@ -68,7 +71,7 @@ def build_segmentation_net(network: dict[str, Any], in_channels: int) -> nn.Modu
         # BasicUNet has a fixed depth of 4 down-samplings: map the levels onto its 6 widths.
         feats = (ch[0], ch[0], ch[1], ch[-1], ch[-1], ch[0])
         return nets.BasicUNet(
-            spatial_dims=3, in_channels=in_channels, out_channels=2, features=feats, dropout=dropout
+            spatial_dims=3, in_channels=in_channels, out_channels=out_channels, features=feats, dropout=dropout
         )
     raise InputError(f"unknown segmentation network {name!r}; expected one of {SEGMENTATION_NETWORKS}")
 
@@ -201,10 +204,11 @@ def build_model(params: dict[str, Any], in_channels: int, n_classes: int) -> nn.
     Args:
         params: resolved trial parameters (``task`` and ``network`` are used).
         in_channels: image channels C.
-        n_classes: 2 for segmentation (background, lesion); K classes for classification.
+        n_classes: segmentation: output channels, 2 (background, lesion) or K + 1 for K
+            foreground classes; classification: K classes.
     """
     if params["task"] == "segmentation":
-        return build_segmentation_net(params["network"], in_channels)
+        return build_segmentation_net(params["network"], in_channels, n_classes)
     return build_classification_net(params["network"], in_channels, n_classes)
 
 
@@ -261,7 +265,7 @@ def segment_logits(
         amp: float16 autocast when on CUDA.
 
     Returns:
-        ``(2, X, Y, Z)`` float32 logits on the model's device.
+        ``(n_out, X, Y, Z)`` float32 logits on the model's device.
     """
     device = next(model.parameters()).device
     x = image.to(device=device, dtype=torch.float32)[None]
@@ -289,6 +293,23 @@ def segment_probability(
     """
     logits = segment_logits(model, image, roi_size, sw_batch_size, overlap, amp)
     return torch.softmax(logits, dim=0)[1].cpu()
+
+
+def segment_softmax(
+    model: nn.Module,
+    image: torch.Tensor,
+    roi_size: Sequence[int],
+    sw_batch_size: int = 4,
+    overlap: float = 0.25,
+    amp: bool = True,
+) -> torch.Tensor:
+    """Every class's probability of a whole volume: softmax of :func:`segment_logits`.
+
+    Returns:
+        ``(K + 1, X, Y, Z)`` float32 probabilities (background first) on the CPU.
+    """
+    logits = segment_logits(model, image, roi_size, sw_batch_size, overlap, amp)
+    return torch.softmax(logits, dim=0).cpu()
 
 
 @torch.no_grad()

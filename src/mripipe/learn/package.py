@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mripipe.core.errors import InputError
+from mripipe.core.labels import foreground
 from mripipe.core.package import FORMAT, META_FILE, WEIGHTS_FILE
 from mripipe.core.splits import load_splits
 from mripipe.core.utils import atomic_path, read_json, sha256_file, write_json
@@ -88,7 +89,10 @@ def package_meta(ckpt: Mapping[str, Any], channels: list[str], settings: Mapping
         "network": dict(ckpt["params"]["network"]), "params": dict(ckpt["params"]),
         "in_channels": int(ckpt["in_channels"]), "n_classes": int(ckpt["n_classes"]),
         "channels": list(channels), "reference_channel": channels[0],
-        "labels": list(ckpt.get("class_names") or (["background", "lesion"] if task == "segmentation" else [])),
+        # segmentation: the label map name -> value (mripipe.core.labels; output channel k is the
+        # k-th class by value); classification: the class names, index = network output
+        "labels": (foreground(ckpt.get("labels")) if task == "segmentation"
+                   else list(ckpt.get("class_names") or [])),
         "preprocess": dict(settings["preprocess"]),
         "target_spacing": [float(s) for s in settings["target_spacing"]],
         "seed": int(settings.get("seed", 0)),
@@ -102,6 +106,9 @@ def package_meta(ckpt: Mapping[str, Any], channels: list[str], settings: Mapping
         meta["window"] = {"roi_size": [int(v) for v in roi], "overlap": float(predict.get("sw_overlap", 0.5)),
                           "batch_size": int(predict.get("sw_batch_size", 2)), "blend": "gaussian"}
         chosen = dict(settings.get("postprocess") or {})
+        if int(ckpt["n_classes"]) > 2:
+            meta["postprocess"] = multiclass_postprocess(chosen, predict)
+            return meta
         meta["postprocess"] = {"threshold": float(settings["threshold"]),
                                "min_lesion_mm3": float(chosen.get("min_lesion_mm3", 0.0)),
                                "candidate_threshold": chosen.get("candidate_threshold"),
@@ -115,6 +122,15 @@ def package_meta(ckpt: Mapping[str, Any], channels: list[str], settings: Mapping
                           "volume_pooling": [str(v) for v in volume["volume_pooling"]]}
         meta["postprocess"] = {"decision": "argmax"}
     return meta
+
+
+def multiclass_postprocess(chosen: Mapping[str, Any], predict: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.json``'s ``postprocess`` of a K >= 2 class model: argmax of the K + 1
+    probabilities resampled to the native grid (no threshold, no minimum volume)."""
+    return {"method": "argmax", "candidate_threshold": chosen.get("candidate_threshold"),
+            "mask_outside_brain": bool(predict.get("mask_outside_brain", True)),
+            "resample": "linear probabilities (K + 1 channels) to the native grid, then argmax",
+            "chosen_on_validation": dict(chosen) or None}
 
 
 def write_package(trial_dir: str | Path, out_dir: str | Path, channels: list[str],

@@ -33,7 +33,13 @@ Layout of ``out_dir`` (written atomically: built in a temporary sibling, then re
     volumes.tsv      scan, subject, class, class_id, role, val_fold, file   (one row per scan)
     volumes/{scan}.npy     float16 (C * P, x, y, z), P = len(volume_pooling)
     classes.json     {"classes": [sorted class labels]}  (index = class id)
-    patches.json     the parameters used, the seed, n_channels and counts
+    patches.json     the parameters used, the seed, n_channels, counts and ``labels`` (the
+                     segmentation label map, :mod:`mripipe.core.labels`)
+
+Multi-class segmentation (K >= 2 foreground classes in ``labels``): ``seg/{scan}_label.npy``
+holds the class indices 0..K (:func:`mripipe.core.labels.class_index`) instead of instance ids,
+``n_lesions`` counts the classes present, and sampling draws each class's share
+(:mod:`mripipe.learn.sampling`).
 
 ``role`` is the subject's set in fold 0 (``train``/``val``); ``val_fold`` is the fold in which it
 is validation (-1 if never). Loaders live in :mod:`mripipe.learn.loader`.
@@ -56,6 +62,7 @@ from tqdm import tqdm
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_preprocessed
+from mripipe.core.labels import class_index, foreground, resolve_labels
 from mripipe.core.splits import load_splits
 from mripipe.core.utils import atomic_path, interactive, read_json, write_json
 from mripipe.data.manifest import read_manifest
@@ -117,6 +124,11 @@ def class_names(patches_dir: str | Path) -> list[str]:
     return [str(c) for c in read_json(path)["classes"]]
 
 
+def patch_labels(patches_dir: str | Path) -> dict[str, int]:
+    """The segmentation label map recorded in ``patches.json`` (``{"lesion": 1}`` if absent)."""
+    return foreground(read_json(Path(patches_dir) / META).get("labels"))
+
+
 def brain_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     """Bounding box of a ``(X, Y, Z)`` mask grown by ``margin`` voxels (whole volume if empty)."""
     nz = np.nonzero(mask)
@@ -149,6 +161,7 @@ def extract_patches(
     out_dir: str | Path,
     params: dict[str, Any],
     seed: int,
+    labels: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """Cache the segmentation volumes and write the classification volumes of every train/val scan.
 
@@ -160,6 +173,8 @@ def extract_patches(
         params: the ``patches`` config section (``size``, ``per_scan``, ``pos_fraction``,
             ``volume_shape``, ``volume_pooling``).
         seed: master seed, recorded in patches.json (the loader draws the patches online).
+        labels: the label map (:func:`mripipe.core.labels.resolve_labels`); None = one lesion
+            class. With K >= 2 classes the cached labels are class indices 0..K.
 
     Returns:
         The scan index (the rows of ``index.tsv``).
@@ -167,6 +182,7 @@ def extract_patches(
     size = [int(v) for v in param("patches", params, "size")]
     per_scan = int(param("patches", params, "per_scan"))
     pos_fraction = float(param("patches", params, "pos_fraction"))
+    fg = foreground(labels)
     roles = _subject_roles(splits)
     scans = manifest[manifest["subject"].isin(list(roles))].sort_values("scan")
     if scans.empty:
@@ -184,6 +200,8 @@ def extract_patches(
             scan, subject = str(rec.scan), str(rec.subject)
             role, val_fold = roles[subject]
             image, label, mask, _ = read_preprocessed(pre / scan)
+            if len(fg) >= 2:
+                label = class_index(label, fg, pre / scan / "label.nii.gz")
             n_channels = image.shape[0]
             common = {"scan": scan, "subject": subject, "role": role, "val_fold": val_fold}
             seg_rows.append(_save_scan(tmp, common, image, label, mask))
@@ -203,7 +221,7 @@ def extract_patches(
             "seed": seed, "size": size, "per_scan": per_scan, "pos_fraction": pos_fraction,
             **_volume_params(params), "n_channels": n_channels, "n_scans": len(volume_rows),
             "n_with_lesion": int(index["has_lesion"].sum()),
-            "n_lesions": int(index["n_lesions"].sum()),
+            "n_lesions": int(index["n_lesions"].sum()), "labels": fg,
         })
     log.info(
         "%d cached scans (%d with lesions) and %d volumes from %d train/val scans -> %s",
@@ -259,6 +277,7 @@ def _save_scan(
 def cli_patches(ns: argparse.Namespace) -> None:
     """``mripipe patches``: adapter from the parsed arguments to :func:`extract_patches`."""
     splits = load_splits(ns.splits, "train")
+    labels = resolve_labels(getattr(ns, "labels", None), getattr(ns, "manifest_meta", None))
     extract_patches(
-        read_manifest(ns.manifest), splits, ns.preprocessed, ns.out_dir, ns.params, ns.seed
+        read_manifest(ns.manifest), splits, ns.preprocessed, ns.out_dir, ns.params, ns.seed, labels
     )

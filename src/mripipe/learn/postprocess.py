@@ -13,6 +13,14 @@ threshold) with the highest validation FROC score, with the evaluation's own mat
 (:mod:`mripipe.core.detection`, ``evaluate.min_overlap`` / ``overlap_measure`` /
 ``interpolate``); ties go to the value nearest 0.3. The test split is never read: ``select`` calls
 this with the validation subjects of the trials' fold.
+
+Multi-class models (K >= 2 foreground classes, :func:`choose_multiclass_postprocess`): the masks
+are the argmax of the K + 1 probabilities, with no threshold or minimum volume to choose
+(``{"method": "argmax"}``); the validation argmax Dice of each class is recorded. The candidate
+threshold is ``evaluate.candidate_threshold`` when set, else chosen as above (capped at 0.5) on
+the probability of the first of ``evaluate.detection_classes`` (a class, or a region of
+``evaluate.regions``: the sum of its classes' probabilities), or of all foreground (1 - background)
+when none is named.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ import torch
 from torch import nn
 
 from mripipe.core.detection import detect_scan
+from mripipe.core.errors import InputError
 from mripipe.core.froc import detection_metrics
 from mripipe.core.lesions import components
-from mripipe.learn.networks import segment_probability
+from mripipe.learn.networks import segment_probability, segment_softmax
 from mripipe.learn.validators import ValScan
 
 log = logging.getLogger(__name__)
@@ -164,6 +173,75 @@ def choose_postprocess(
             "grid": grid, "candidate_grid": cand_grid}
 
 
+def detection_target(names: Sequence[str], detection: Mapping[str, Any] | None) -> tuple[str, list[int]]:
+    """The name and class indices (1..K) whose summed probability gives the candidates of the
+    first detection class (a class or a region of ``detection["regions"]``); all foreground when
+    ``detection_classes`` is empty."""
+    det = dict(detection or {})
+    wanted = list(det.get("detection_classes") or [])
+    if not wanted:
+        return "foreground", list(range(1, len(names) + 1))
+    first = str(wanted[0])
+    members = [first] if first in names else list((det.get("regions") or {}).get(first, []))
+    unknown = [m for m in members if m not in names]
+    if not members or unknown:
+        raise InputError(f"evaluate.detection_classes: {first!r} is neither a class of {list(names)} "
+                         f"nor a region of evaluate.regions made of them")
+    return first, [list(names).index(m) + 1 for m in members]
+
+
+def choose_multiclass_postprocess(
+    model: nn.Module, scans: Sequence[ValScan], roi_size: Sequence[int], names: Sequence[str],
+    sw_batch_size: int = 2, overlap: float = 0.5, detection: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Argmax post-processing of a K >= 2 class model, recorded with its validation Dice.
+
+    Args:
+        model: the selected network (K + 1 outputs, eval mode).
+        scans: the validation scans, labels holding the class indices 0..K.
+        roi_size: sliding-window size.
+        names: the K foreground class names (output channels 1..K).
+        sw_batch_size: windows per forward pass.
+        overlap: sliding-window overlap (that of ``predict``).
+        detection: the ``evaluate`` matching settings, ``detection_classes``, ``regions`` and
+            ``candidate_threshold`` (a number skips the choice).
+
+    Returns:
+        ``{"method": "argmax", "val_dice_pooled", "val_dice_pooled_<name>", "candidate_threshold",
+        "candidate_class", "val_froc_score", "n_val_scans", "criterion", "candidate_grid"}``.
+    """
+    det = dict(detection or {})
+    target, members = detection_target(names, det)
+    tp, total = np.zeros(len(names)), np.zeros(len(names))
+    probs, truths = [], []
+    with torch.no_grad():
+        for s in scans:
+            prob = segment_softmax(model, s.image, roi_size, sw_batch_size, overlap).numpy()
+            pred, truth = prob.argmax(0), s.label[0].numpy().astype(np.int64)
+            for c in range(1, len(names) + 1):
+                tp[c - 1] += float(((pred == c) & (truth == c)).sum())
+                total[c - 1] += float((pred == c).sum() + (truth == c).sum())
+            probs.append(prob[members].sum(0))
+            truths.append(np.isin(truth, members))
+    dice = [2 * t / n if n > 0 else 1.0 for t, n in zip(tp, total, strict=True)]
+    fixed = det.get("candidate_threshold")
+    if fixed is not None:
+        cand, cand_grid = float(fixed), list[dict[str, float]]()
+    else:
+        cand, cand_grid = choose_candidate_threshold(probs, truths, 0.5, det, [s.scan for s in scans])
+    froc = next((r["froc_score"] for r in cand_grid if r["candidate_threshold"] == cand), float("nan"))
+    log.info("post-processing of %d classes on %d validation scans: argmax (pooled Dice %s); "
+             "candidate threshold %.2f on %s", len(names), len(scans),
+             ", ".join(f"{n} {d:.4f}" for n, d in zip(names, dice, strict=True)), cand, target)
+    return {"method": "argmax", "val_dice_pooled": float(np.mean(dice)),
+            **{f"val_dice_pooled_{n}": float(d) for n, d in zip(names, dice, strict=True)},
+            "candidate_threshold": cand, "candidate_class": target, "val_froc_score": froc,
+            "n_val_scans": len(scans),
+            "criterion": "argmax; candidates: " + ("evaluate.candidate_threshold" if fixed is not None
+                                                   else f"validation FROC score of {target}"),
+            "candidate_grid": cand_grid}
+
+
 def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fold: int,
                            settings: Mapping[str, Any]) -> dict[str, Any]:
     """The post-processing of the selected trial: chosen on its fold's validation scans, unless
@@ -186,6 +264,13 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
     predict = dict(settings.get("predict") or {})
     model, ckpt = load_trained(trial_dir, "cpu")
     val = list(load_splits(inputs["splits"], "select")["folds"][fold]["val"])
+    if int(ckpt["n_classes"]) > 2:  # multi-class: argmax, nothing to threshold
+        labels = dict(ckpt["labels"])
+        scans = load_val_scans(inputs["manifest"], inputs["preprocessed"], val, labels=labels)
+        return choose_multiclass_postprocess(
+            model, scans, predict.get("roi_size") or ckpt["roi_size"], list(labels),
+            int(predict.get("sw_batch_size", 2)), float(predict.get("sw_overlap", 0.5)),
+            settings.get("evaluate")) | {"override": []}
     scans = load_val_scans(inputs["manifest"], inputs["preprocessed"], val)
     voxel_mm3 = float(np.prod([float(s) for s in settings["target_spacing"]]))
     chosen = choose_postprocess(model, scans, predict.get("roi_size") or ckpt["roi_size"], voxel_mm3,

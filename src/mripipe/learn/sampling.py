@@ -13,13 +13,20 @@ caches (:mod:`mripipe.learn.patches`). Sample ``i`` of epoch ``e`` depends only 
 - any other sample is uniform: a scan, then a patch centre anywhere in its cropped volume (it may
   still hold lesion).
 
+Multi-class (K >= 2 classes, the cached labels being class indices 0..K): the foreground share
+is split evenly across the classes, as MONAI's ``RandCropByLabelClassesd`` ratios do: the j-th
+foreground sample of an epoch (``j = floor(i p)``) is of class ``j mod K + 1``, so any ``n K``
+consecutive foreground samples hold ``n`` of each class. It picks a scan holding that class, then
+a voxel of the class uniformly (a class absent from every scan falls back to any foreground
+group); the patch placement is the same.
+
 Patches reaching past the volume are zero-padded (0 is the normalised background value).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,10 +40,12 @@ class Foreground:
     Attributes:
         voxels: flat (C-order) indices of lesion voxels, sorted by instance id.
         starts: ``(K + 1,)`` offsets of each of the K instances in ``voxels``.
+        ids: ``(K,)`` the label value of each instance (the class index, multi-class).
     """
 
     voxels: np.ndarray
     starts: np.ndarray
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def n_instances(self) -> int:
@@ -52,12 +61,19 @@ def foreground(label: np.ndarray) -> Foreground:
     order = np.argsort(ids, kind="stable")
     voxels, ids = voxels[order], ids[order]
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if ids.size else np.zeros(0, np.int64)
-    return Foreground(voxels.astype(np.int64), np.r_[starts, ids.size].astype(np.int64))
+    return Foreground(voxels.astype(np.int64), np.r_[starts, ids.size].astype(np.int64),
+                      ids[starts].astype(np.int64))
 
 
 def is_positive(index: int, pos_fraction: float) -> bool:
     """Whether sample ``index`` is a foreground sample (exactly a ``pos_fraction`` share)."""
     return int(np.floor((index + 1) * pos_fraction)) > int(np.floor(index * pos_fraction))
+
+
+def sample_class(index: int, pos_fraction: float, n_classes: int) -> int:
+    """The class (1..K) of foreground sample ``index``: the classes in turn over the epoch's
+    foreground samples."""
+    return int(np.floor(index * pos_fraction)) % n_classes + 1
 
 
 def crop(volume: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
@@ -93,7 +109,12 @@ def patch_start(
     if fg is None or fg.n_instances == 0:
         centre = np.array([gen.integers(0, s) for s in shape], dtype=np.int64)
         return centre - size_a // 2
-    k = int(gen.integers(fg.n_instances))
+    return _around(shape, size_a, fg, int(gen.integers(fg.n_instances)), gen)
+
+
+def _around(shape: Sequence[int], size_a: np.ndarray, fg: Foreground, k: int,
+            gen: np.random.Generator) -> np.ndarray:
+    """Start of a patch holding a uniformly drawn voxel of group ``k`` of ``fg``."""
     flat = fg.voxels[int(gen.integers(fg.starts[k], fg.starts[k + 1]))]
     voxel = np.array(np.unravel_index(int(flat), tuple(shape)), dtype=np.int64)
     # The voxel lands anywhere in the middle half of the patch.
@@ -118,15 +139,25 @@ def draw(
     fgs: Sequence[Foreground],
     size: Sequence[int],
     pos_fraction: float,
+    n_classes: int = 1,
 ) -> Draw:
     """The source of sample ``index`` of ``epoch``; depends only on ``(seed, epoch, index)`` and
     the scans (``shapes`` and ``fgs`` in a fixed order).
 
-    A foreground sample falls back to a uniform one when no scan has a lesion.
+    A foreground sample falls back to a uniform one when no scan has a lesion. ``n_classes``
+    >= 2: the groups of ``fgs`` are classes, and the foreground share is split evenly across them.
     """
     gen = rng(seed, "sample", epoch, index)
     lesion_scans = [k for k, f in enumerate(fgs) if f.n_instances > 0]
     positive = bool(lesion_scans) and is_positive(index, pos_fraction)
+    if positive and n_classes >= 2:
+        cls = sample_class(index, pos_fraction, n_classes)
+        having = [(k, int(np.flatnonzero(f.ids == cls)[0])) for k, f in enumerate(fgs)
+                  if np.any(f.ids == cls)]
+        if having:
+            k, group = having[int(gen.integers(len(having)))]
+            start = _around(shapes[k], np.asarray(size, dtype=np.int64), fgs[k], group, gen)
+            return Draw(k, start, True)
     if positive:
         k = lesion_scans[int(gen.integers(len(lesion_scans)))]
         return Draw(k, patch_start(shapes[k], size, fgs[k], gen), True)

@@ -53,7 +53,7 @@ def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mappin
         from mripipe.learn.postprocess import validation_postprocess
 
         chosen = validation_postprocess(ranked["trial_dir"], inputs, fold, settings)
-        settings |= {"threshold": chosen["threshold"], "postprocess": chosen}
+        settings |= {"threshold": chosen.get("threshold", settings.get("threshold")), "postprocess": chosen}
     meta_path = Path(inputs.get("patches") or "") / META
     volume = read_json(meta_path) if inputs.get("patches") and meta_path.is_file() else None
     return write_package(ranked["trial_dir"], model_dir, channel_columns(read_manifest(inputs["manifest"])),

@@ -45,8 +45,9 @@ Batch = dict[str, torch.Tensor]
 
 
 def make_loss(params: dict[str, Any], weights: torch.Tensor | None = None) -> nn.Module:
-    """The trial's loss: DiceCE / DiceFocal (segmentation, softmax over 2 channels, label
-    ``(B, 1, X, Y, Z)``) or class-weighted cross-entropy (classification, label ``(B,)``)."""
+    """The trial's loss: DiceCE / DiceFocal (segmentation, softmax over the 2 or K + 1 output
+    channels, label ``(B, 1, X, Y, Z)`` of class indices, one-hot encoded by MONAI) or
+    class-weighted cross-entropy (classification, label ``(B,)``)."""
     from monai.losses import DiceCELoss, DiceFocalLoss
 
     name = params["loss"]["name"]
@@ -105,7 +106,7 @@ def _data(
 ) -> tuple[Callable[[int], Iterable[Batch]], int, Batch, Any, dict[str, Any]]:
     """Training batches per epoch, steps per epoch, a first batch, validation input and meta."""
     from mripipe.learn import loader
-    from mripipe.learn.patches import class_names
+    from mripipe.learn.patches import class_names, patch_labels
 
     tr = p["training"]
     bs, aug, cap = int(tr["batch_size"]), float(tr["augment"]), int(tr["batches_per_epoch"])
@@ -131,9 +132,12 @@ def _data(
     first = next(iter(first_loader))
     meta: dict[str, Any] = {"in_channels": int(first["image"].shape[1])}
     if task == "segmentation":
-        meta |= {"n_classes": 2, "class_names": ["background", "lesion"],
+        labels = patch_labels(patches)
+        names = ["background", *labels] if len(labels) >= 2 else ["background", "lesion"]
+        meta |= {"n_classes": len(names), "class_names": names, "labels": labels,
                  "roi_size": [int(s) for s in first["image"].shape[2:]]}
-        val_input: Any = load_val_scans(manifest, preprocessed, val, int(tr["val_max_scans"]))
+        val_input: Any = load_val_scans(manifest, preprocessed, val, int(tr["val_max_scans"]),
+                                        labels=labels)
     else:
         names = class_names(patches)
         meta |= {"n_classes": len(names), "class_names": names,
@@ -252,7 +256,8 @@ def _loss_and_validator(
     if p["task"] == "segmentation":
         loss = make_loss(p).to(device)
         validate = segmentation_validator(val_input, loss, meta["roi_size"],
-                                          int(tr["sw_batch_size"]), float(tr["sw_overlap"]), amp)
+                                          int(tr["sw_batch_size"]), float(tr["sw_overlap"]), amp,
+                                          meta["class_names"][1:])
     else:
         val_batches, weights = val_input
         loss = make_loss(p, weights).to(device)

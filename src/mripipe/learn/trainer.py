@@ -322,6 +322,7 @@ def _validate_epoch(
     loop.model.eval()
     scores = validate(loop.model)
     row["val_loss"], row[metric] = float(scores["val_loss"]), float(scores[metric])
+    row |= {k: float(scores[k]) for k in per_class_keys(loop.meta, metric) if k in scores}
     if row[metric] > progress.best_value:
         progress.best_value, progress.best_epoch, progress.best = row[metric], epoch + 1, dict(scores)
         progress.best_state = _cpu_state(loop.model)
@@ -332,6 +333,15 @@ def _validate_epoch(
         progress.done = True
         log.info("early stopping at epoch %d (best %s=%.4f at epoch %d)",
                  epoch + 1, metric, progress.best_value, progress.best_epoch)
+
+
+def per_class_keys(meta: dict[str, Any], metric: str) -> list[str]:
+    """Multi-class segmentation (K + 1 > 2 outputs): the per-class scores the history also
+    records, ``<metric>_<class name>``; none otherwise."""
+    names = list(meta.get("class_names") or [])
+    if meta.get("task") != "segmentation" or len(names) <= 2:
+        return []
+    return [f"{metric}_{n}" for n in names[1:]]
 
 
 def _save_last(loop: _Loop, progress: _Progress) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_preprocessed
+from mripipe.core.labels import class_index, is_multiclass
 from mripipe.data.manifest import read_manifest
 from mripipe.learn.networks import autocast, segment_logits
 from mripipe.learn.patches import brain_box
@@ -33,7 +34,7 @@ class ValScan:
     Attributes:
         scan: scan id (``sub-XXX_ses-YY``).
         image: ``(C, X, Y, Z)`` float32.
-        label: ``(1, X, Y, Z)`` float32, 1 = lesion.
+        label: ``(1, X, Y, Z)`` float32, 1 = lesion (multi-class: the class indices 0..K).
     """
 
     scan: str
@@ -47,6 +48,7 @@ def load_val_scans(
     subjects: Sequence[str],
     max_scans: int = 0,
     margin: int = 4,
+    labels: Mapping[str, int] | None = None,
 ) -> list[ValScan]:
     """Read the preprocessed scans of the validation subjects (manifest rows).
 
@@ -61,6 +63,8 @@ def load_val_scans(
         subjects: validation subjects.
         max_scans: keep the first N scans in scan order (0 = all).
         margin: voxels kept around the brain box.
+        labels: the label map (:mod:`mripipe.core.labels`); with K >= 2 classes the label holds
+            the class indices 0..K, else lesion (any non-zero value).
 
     Returns:
         The scans, sorted by scan id.
@@ -74,8 +78,9 @@ def load_val_scans(
     out = []
     for scan in scans:
         image, ids, brainmask, _ = read_preprocessed(Path(preprocessed) / scan)
-        label = ids > 0
-        box = brain_box((brainmask > 0) | label, margin)
+        label = (class_index(ids, labels or {}, Path(preprocessed) / scan / "label.nii.gz")
+                 if is_multiclass(labels) else ids > 0)
+        box = brain_box((brainmask > 0) | (label > 0), margin)
         out.append(ValScan(
             scan,
             torch.from_numpy(np.ascontiguousarray(image[(slice(None), *box)])),
@@ -92,6 +97,7 @@ def segmentation_validator(
     sw_batch_size: int = 4,
     overlap: float = 0.25,
     amp: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> Callable[[nn.Module], dict[str, float]]:
     """A validation function: sliding-window inference on whole scans, loss and lesion Dice.
 
@@ -102,28 +108,39 @@ def segmentation_validator(
     prediction counts 1.0, as in the evaluation) — reported, but a poor selection criterion
     because an empty prediction earns the share of lesion-free scans.
 
+    Multi-class (``class_names`` of K >= 2 foreground classes, network of K + 1 channels, argmax
+    prediction): each class's pooled Dice is ``val_dice_<name>`` and ``val_dice`` is their mean
+    (what selection ranks); ``val_dice_cases`` averages MONAI's per-scan Dice over scans and
+    classes.
+
     Returns:
-        model -> ``{"val_loss", "val_dice", "val_dice_cases"}``.
+        model -> ``{"val_loss", "val_dice", "val_dice_cases"}`` (+ ``val_dice_<name>``).
     """
+    names = list(class_names or ["lesion"])
+    n_out = len(names) + 1
 
     def validate(model: nn.Module) -> dict[str, float]:
         dice = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
         losses = []
-        tp = fp_fn = 0.0
+        tp, fp_fn = np.zeros(n_out - 1), np.zeros(n_out - 1)
         for s in scans:
             logits = segment_logits(model, s.image, roi_size, sw_batch_size, overlap, amp)[None]
             label = s.label[None].to(logits.device)
             losses.append(float(loss_fn(logits, label)))
-            pred = one_hot(logits.argmax(dim=1, keepdim=True), num_classes=2)
-            truth = one_hot(label, num_classes=2)
+            pred = one_hot(logits.argmax(dim=1, keepdim=True), num_classes=n_out)
+            truth = one_hot(label, num_classes=n_out)
             dice(y_pred=pred, y=truth)
-            tp += float((pred[:, 1] * truth[:, 1]).sum())
-            fp_fn += float((pred[:, 1] != truth[:, 1]).sum())
+            for c in range(1, n_out):
+                tp[c - 1] += float((pred[:, c] * truth[:, c]).sum())
+                fp_fn[c - 1] += float((pred[:, c] != truth[:, c]).sum())
         value = dice.aggregate()
         assert isinstance(value, torch.Tensor)
-        pooled = 2 * tp / (2 * tp + fp_fn) if tp + fp_fn > 0 else 1.0
-        return {"val_loss": float(np.mean(losses)), "val_dice": pooled,
-                "val_dice_cases": float(value.item())}
+        pooled = [2 * t / (2 * t + e) if t + e > 0 else 1.0 for t, e in zip(tp, fp_fn, strict=True)]
+        out = {"val_loss": float(np.mean(losses)), "val_dice": float(np.mean(pooled)),
+               "val_dice_cases": float(value.item())}
+        if n_out > 2:
+            out |= {f"val_dice_{n}": float(d) for n, d in zip(names, pooled, strict=True)}
+        return out
 
     return validate
 

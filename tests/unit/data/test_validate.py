@@ -207,6 +207,17 @@ def test_label_values_not_declared(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert "[4]" in row["detail"]
 
 
+def test_label_values_not_in_the_configured_multiclass_map(tmp_path: Path) -> None:
+    rows = _dataset(tmp_path)
+    lab = _label()
+    lab[0, 0, 0] = 2
+    rows[0]["label"] = _nii(tmp_path / "two.nii.gz", lab)
+    assert _run(tmp_path, rows, labels={"a": 1, "b": 2}).empty  # 0, 1 and 2 are declared
+    found = _run(tmp_path, rows, labels={"a": 1, "b": 3})
+    assert list(found["check"]) == ["label_values"] and "[2]" in found["detail"].iloc[0]
+    assert _run(tmp_path, rows, labels={"lesion": 1}).empty  # one class: any instance id
+
+
 def test_missing_label_and_class_where_needed(tmp_path: Path) -> None:
     rows = _dataset(tmp_path)
     rows[0]["label"] = ""

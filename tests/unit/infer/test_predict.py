@@ -16,7 +16,7 @@ from scipy import ndimage
 from mripipe.cli import main
 from mripipe.core.imageio import from_array, read_image, to_array, write_image
 from mripipe.core.splits import hash_test_list
-from mripipe.core.utils import write_json
+from mripipe.core.utils import read_json, write_json
 from mripipe.data.manifest import held_out_scans
 from mripipe.infer.package import load_package
 from mripipe.infer.predict import predict_classification, predict_segmentation, to_native
@@ -30,18 +30,21 @@ SEG_PARAMS = {"task": "segmentation", "network": {"name": "unet", "channels": [4
 CLS_PARAMS = {"task": "classification", "network": {"name": "densenet", "width": 4, "depth": 1}}
 
 
-def make_package(root: Path, params: dict, n_classes: int, labels: list[str], seed: int = 0) -> Path:
-    """A package of an untrained network, written by the real writer from a real checkpoint."""
+def make_package(root: Path, params: dict, n_classes: int, labels: list[str], seed: int = 0,
+                 label_map: dict[str, int] | None = None, predict: dict | None = None) -> Path:
+    """A package of an untrained network, written by the real writer from a real checkpoint
+    (``label_map``: a segmentation checkpoint's ``labels``, as train records them)."""
     torch.manual_seed(seed)
     model = build_model(params, 2, n_classes)
     trial = root / "trials" / "trial-000"
     trial.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "params": params, "task": params["task"],
                 "in_channels": 2, "n_classes": n_classes, "class_names": labels,
-                "roi_size": [16, 16, 16], "epoch": 1, "trial": "trial-000"}, trial / "checkpoint.pt")
+                "roi_size": [16, 16, 16], "epoch": 1, "trial": "trial-000",
+                **({"labels": label_map} if label_map else {})}, trial / "checkpoint.pt")
     fingerprint = {"axes": "RAS", "n_scans": 1, "tolerance": 2.0, "spacing": {}}
     settings = {"preprocess": {}, "target_spacing": [2.0, 2.0, 2.0], "threshold": 0.5,
-                "predict": {"sw_overlap": 0.25, "sw_batch_size": 4}}
+                "predict": {"sw_overlap": 0.25, "sw_batch_size": 4, **(predict or {})}}
     volume = {"volume_shape": [32, 32, 32], "volume_pooling": ["area"]}
     write_package(trial, root / "model", ["T1w", "FLAIR"], settings, fingerprint,
                   volume if params["task"] == "classification" else None)
@@ -124,6 +127,43 @@ def test_predict_segmentation(data: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "sub-002_ses-01_prob.nii.gz").exists()
 
 
+@pytest.mark.parametrize("mask_outside", [True, False])
+def test_predict_multiclass_writes_k_plus_1_channels_and_argmax(
+        data: Path, tmp_path: Path, mask_outside: bool) -> None:
+    labels = {"PZ": 1, "TZ": 2}
+    model_dir = make_package(tmp_path, SEG_PARAMS, 3, ["background", "PZ", "TZ"], label_map=labels,
+                             predict={"mask_outside_brain": mask_outside})
+    pkg = load_package(model_dir)
+    assert pkg.meta["labels"] == labels and pkg.meta["postprocess"]["method"] == "argmax"
+    assert "threshold" not in pkg.meta["postprocess"]
+    cases = held_out_scans(data / "manifest.tsv", ["sub-001"])
+    predict_segmentation(pkg, cases, data / "preprocessed", tmp_path)
+    template = read_image(tmp_path / "sub-001_ses-01_prob_template.nii.gz")
+    prob_t = to_array(template)
+    assert template.GetNumberOfComponentsPerPixel() == 3 and prob_t.shape == (3, 24, 24, 24)
+    np.testing.assert_allclose(prob_t.sum(0), 1.0, atol=1e-5)  # softmax, background first
+    if mask_outside:  # outside the brain mask: background
+        assert prob_t[0, :2].min() == 1.0 and prob_t[1:, :2].max() == 0.0
+    else:
+        assert prob_t[1:, :2].max() > 0.0
+    native = read_image(tmp_path / "sub-001_ses-01_prob.nii.gz")
+    seg = read_image(tmp_path / "sub-001_ses-01_seg.nii.gz")
+    raw = read_image(data / "raw" / "sub-001_ses-01_T1w.nii.gz")
+    for img in (native, seg):  # exactly the raw reference image's grid
+        assert img.GetSize() == raw.GetSize() and img.GetSpacing() == raw.GetSpacing()
+        assert img.GetOrigin() == raw.GetOrigin() and img.GetDirection() == raw.GetDirection()
+    prob_n = to_array(native)
+    assert native.GetNumberOfComponentsPerPixel() == 3 and prob_n.shape == (3, 30, 30, 30)
+    assert seg.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_array_equal(to_array(seg), prob_n.argmax(0).astype(np.uint8))
+    assert set(np.unique(to_array(seg))) <= {0, 1, 2} and len(np.unique(to_array(seg))) >= 2
+    # each channel is the template channel resampled through the inverse transform
+    for k in range(3):
+        channel = to_native(from_array(prob_t[k], template), data / "preprocessed" / "sub-001_ses-01"
+                            / "transform.tfm", data / "raw" / "sub-001_ses-01_T1w.nii.gz")
+        np.testing.assert_allclose(prob_n[k], to_array(channel), atol=1e-6)
+
+
 def test_predict_classification(data: Path, tmp_path: Path) -> None:
     pkg = load_package(make_package(tmp_path, CLS_PARAMS, 3, ["high", "low", "none"]))
     cases = held_out_scans(data / "manifest.tsv", ["sub-001", "sub-002"])
@@ -150,3 +190,4 @@ def test_cli_predict_end_to_end(data: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == [
         "predict.json", "sub-002_ses-01_prob.nii.gz", "sub-002_ses-01_prob_template.nii.gz",
         "sub-002_ses-01_seg.nii.gz"]
+    assert read_json(out / "predict.json")["labels"] == {"lesion": 1}

@@ -48,13 +48,15 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _package(root: Path, threshold: float = 0.5) -> Path:
+def _package(root: Path, threshold: float = 0.5, labels: dict[str, int] | None = None) -> Path:
+    """A package of an untrained network (``labels``: K >= 2 classes, K + 1 outputs)."""
     torch.manual_seed(0)
     trial = root / "trial-000"
     trial.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": build_model(SEG, 2, 2).state_dict(), "params": SEG, "task": "segmentation",
-                "in_channels": 2, "n_classes": 2, "roi_size": [16, 16, 16], "epoch": 1},
-               trial / "checkpoint.pt")
+    n_out = len(labels) + 1 if labels else 2
+    torch.save({"model": build_model(SEG, 2, n_out).state_dict(), "params": SEG, "task": "segmentation",
+                "in_channels": 2, "n_classes": n_out, "roi_size": [16, 16, 16], "epoch": 1,
+                **({"labels": labels} if labels else {})}, trial / "checkpoint.pt")
     settings = {"preprocess": CHEAP, "target_spacing": [4.0, 4.0, 4.0], "threshold": threshold,
                 "predict": {"sw_overlap": 0.25, "sw_batch_size": 4}}
     write_package(trial, root / "model", ["T1w", "FLAIR"], settings, FINGERPRINT)
@@ -74,6 +76,26 @@ def test_infer_writes_seg_and_prob_on_the_input_grid(raw: dict[str, Path], tmp_p
     np.testing.assert_array_equal(to_array(seg), (p >= 0.45).astype(np.uint8))
     assert doc["lesion_voxels"] == int((p >= 0.45).sum()) and doc["timings_s"]["total"] > 0
     assert json.loads((tmp_path / "out" / "inference.json").read_text())["task"] == "segmentation"
+
+
+def test_infer_multiclass_writes_k_plus_1_channels_and_their_argmax(raw: dict[str, Path], tmp_path: Path) -> None:
+    labels = {"edema": 1, "enhancing": 4}
+    pkg = load_package(_package(tmp_path, labels=labels))
+    assert pkg.meta["labels"] == labels  # the package's label map round trip
+    doc = infer_scan(pkg, [raw["T1w"], raw["FLAIR"]], tmp_path / "out")
+    ref = read_image(raw["T1w"])
+    seg, prob = read_image(tmp_path / "out" / "seg.nii.gz"), read_image(tmp_path / "out" / "prob.nii.gz")
+    for img in (seg, prob):
+        assert img.GetSize() == ref.GetSize() and img.GetSpacing() == ref.GetSpacing()
+        assert img.GetOrigin() == ref.GetOrigin() and img.GetDirection() == ref.GetDirection()
+    p, s = to_array(prob), to_array(seg)
+    assert prob.GetNumberOfComponentsPerPixel() == 3 and p.shape[0] == 3
+    np.testing.assert_array_equal(s, p.argmax(0).astype(np.uint8))
+    voxel_ml = float(np.prod(ref.GetSpacing())) / 1000.0
+    assert doc["method"] == "argmax" and doc["labels"] == labels
+    assert doc["volume_ml"] == pytest.approx({"edema": float((s == 1).sum()) * voxel_ml,
+                                              "enhancing": float((s == 2).sum()) * voxel_ml})
+    assert doc["lesion_voxels"] == int((s > 0).sum())
 
 
 def test_wrong_channel_count_and_far_spacing_are_refused(raw: dict[str, Path], tmp_path: Path) -> None:

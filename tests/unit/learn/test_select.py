@@ -110,7 +110,7 @@ def test_select_writes_the_package_logs_and_registers_it(tmp_path: Path) -> None
     assert state.keys() == ckpt["model"].keys()
     assert all(torch.equal(state[k], ckpt["model"][k]) for k in state)
     assert meta["trial"] == "trial-001" and meta["network"] == ckpt["params"]["network"]
-    assert meta["channels"] == ["T1w", "FLAIR"] and meta["labels"] == ["background", "lesion"]
+    assert meta["channels"] == ["T1w", "FLAIR"] and meta["labels"] == {"lesion": 1}
     assert meta["preprocess"]["n4"] is False and meta["preprocess"]["denoise"] == "curvature"  # defaults filled
     assert meta["target_spacing"] == [2.0, 2.0, 2.0] and meta["seed"] == 7
     assert meta["window"] == {"roi_size": [16, 16, 16], "overlap": 0.25, "batch_size": 2, "blend": "gaussian"}
