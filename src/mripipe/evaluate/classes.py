@@ -38,6 +38,7 @@ from mripipe.core.detection import detect_scan, find_candidates
 from mripipe.core.errors import InputError
 from mripipe.core.froc import FP_RATES, ScanDetections, detection_metrics
 from mripipe.core.imageio import read_image, to_array
+from mripipe.core.labels import class_index
 from mripipe.evaluate.labelmap import LabelSpec
 from mripipe.evaluate.scoring import overlap_scores, truth_on_grid
 
@@ -66,7 +67,8 @@ def _grid(img: sitk.Image) -> sitk.Image:
 
 def read_scan(prob_path: Path, seg_path: Path | None, label_path: Path | None, spec: LabelSpec
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
-    """``(prob (C, X, Y, Z), seg channel index (X, Y, Z), truth values (X, Y, Z), spacing)``.
+    """``(prob (C, X, Y, Z), seg (X, Y, Z), truth (X, Y, Z), spacing)``, seg and truth as channel
+    indices 0..K (a truth value outside the label map is an InputError naming the file).
 
     Without ``seg_path`` (template space) the segmentation is the argmax of the probabilities.
     """
@@ -81,9 +83,7 @@ def read_scan(prob_path: Path, seg_path: Path | None, label_path: Path | None, s
     else:
         seg = np.argmax(prob, axis=0)
     truth, spacing = truth_on_grid(label_path, _grid(prob_img), prob_path)
-    extra = sorted(set(np.unique(truth).tolist()) - {0, *spec.classes.values()})
-    if extra:
-        raise InputError(f"{label_path}: values {extra[:10]} are not among the labels {spec.classes}")
+    truth = class_index(truth, spec.classes, str(label_path))  # values -> channels 0..K, checked
     return prob, seg.astype(np.int64, copy=False), truth, spacing
 
 
@@ -120,14 +120,14 @@ def score_scan_classes(scan: str, prob_path: Path, seg_path: Path | None, label_
         "volume_error_ml": (float(fg_pred.sum()) - float(fg_truth.sum())) * ml,
     }
     for name, values in spec.scored().items():
-        pred, true = np.isin(seg, spec.channels(values)), np.isin(truth, values)
+        pred, true = np.isin(seg, spec.channels(values)), np.isin(truth, spec.channels(values))
         d, h, c = overlap_scores(pred, true, spacing)
         row.update({f"dice_{name}": d, f"hd95_mm_{name}": h, f"hd95_convention_{name}": c,
                     f"true_volume_ml_{name}": float(true.sum()) * ml,
                     f"pred_volume_ml_{name}": float(pred.sum()) * ml})
     dets: dict[str, ScanDetections] = {}
     for name, values in spec.detection.items():
-        det = detect_scan(scan, prob[spec.channels(values)].sum(axis=0), np.isin(truth, values),
+        det = detect_scan(scan, prob[spec.channels(values)].sum(axis=0), np.isin(truth, spec.channels(values)),
                           **det_kw)  # type: ignore[arg-type]
         dets[name] = det
         row.update({f"n_lesions_{name}": det.n_lesions, f"n_tp_{name}": len(det.tp_scores),

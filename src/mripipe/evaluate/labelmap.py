@@ -14,6 +14,7 @@ from typing import Any
 
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
+from mripipe.core.labels import foreground, from_declared
 from mripipe.core.utils import read_json
 
 #: names that would make a metric key ambiguous (``dice_empty``, ``hd95_mm_median``)
@@ -52,27 +53,23 @@ class LabelSpec:
 
 
 def label_map(raw: Any, where: str) -> dict[str, int]:
-    """A ``labels`` entry as ``{name: value}`` of the foreground classes, ordered by value.
+    """A ``labels`` entry as ``{name: value}`` of the foreground classes, ordered by value
+    (:func:`mripipe.core.labels.foreground`); ``{value: name}`` (``dataset.json`` style) is read
+    too (:func:`mripipe.core.labels.from_declared`).
 
-    Accepts ``{name: value}`` (the contract), ``{value: name}`` (``dataset.json`` style) and a list of
-    names indexed by value (``["background", "a", "b"]``); value 0 (background) is dropped.
+    Raises:
+        InputError: not a non-empty mapping of names and integer values, or a value used twice.
     """
-    if isinstance(raw, list):
-        pairs = [(str(n), i) for i, n in enumerate(raw)]
-    elif isinstance(raw, Mapping):
-        try:
-            pairs = [(str(k), int(v)) for k, v in raw.items()]
-        except (TypeError, ValueError):
-            try:
-                pairs = [(str(v), int(k)) for k, v in raw.items()]
-            except (TypeError, ValueError):
-                raise InputError(f"{where}: labels must map names to integer values, got {raw!r}") from None
-    else:
-        raise InputError(f"{where}: labels must be a mapping of names to values, got {raw!r}")
-    fg = sorted((v, n) for n, v in pairs if v != 0)
-    if len({v for v, _ in fg}) != len(fg) or len({n for _, n in fg}) != len(fg):
-        raise InputError(f"{where}: labels {raw!r} repeat a name or a value")
-    return {n: v for v, n in fg}
+    if not isinstance(raw, Mapping) or not raw:
+        raise InputError(f"{where}: labels must be a mapping of class names to values, got {raw!r}")
+    try:
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in raw.values()):
+            return foreground(raw)
+        return from_declared(raw)
+    except InputError:
+        raise
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: labels must map class names to integer values, got {raw!r}") from None
 
 
 def prediction_labels(predictions: Path) -> dict[str, int] | None:
@@ -95,7 +92,7 @@ def label_spec(labels: Mapping[str, int], params: Mapping[str, Any]) -> LabelSpe
         InputError: naming the config key, for a member or name that is not a known class or
             region, a region named like a class but uniting other classes, or a reserved name.
     """
-    classes = dict(labels)
+    classes = foreground(labels)
     by_value = {v: n for n, v in classes.items()}
     regions: dict[str, tuple[int, ...]] = {}
     for region, members in dict(param("evaluate", params, "regions")).items():

@@ -79,7 +79,8 @@ def _write_cohort(root: Path, space: str, labels: object = LABELS) -> pd.DataFra
 def test_label_map_forms_and_spec() -> None:
     assert label_map({"rim": 1, "core": 2}, "x") == LABELS
     assert label_map({"0": "background", "2": "core", "1": "rim"}, "x") == LABELS  # dataset.json
-    assert label_map(["background", "rim", "core"], "x") == LABELS
+    with pytest.raises(InputError, match="share a value"):
+        label_map({"rim": 1, "core": 1}, "x")
     spec = label_spec(LABELS, {"regions": {"lesion": [1, "core"]}, "detection_classes": ["lesion", "rim"]})
     assert spec.regions == {"lesion": (1, 2)} and spec.detection == {"lesion": (1, 2), "rim": (1,)}
     assert list(spec.scored()) == ["rim", "core", "lesion"]
@@ -151,7 +152,7 @@ def test_bad_label_values_and_channel_counts_are_refused(tmp_path: Path) -> None
     with pytest.raises(InputError, match=r"3 channel\(s\), expected 4"):
         evaluate_segmentation(tmp_path / "predictions", tmp_path, cases, tmp_path / "eval", {}, seed=1)
     (tmp_path / "predictions" / "predict.json").write_text(json.dumps({"labels": {"rim": 1, "other": 3}}))
-    with pytest.raises(InputError, match=r"sub-001\.nii\.gz: values \[2\]"):
+    with pytest.raises(InputError, match=r"sub-001\.nii\.gz: label values \[2\] are not in the label map"):
         evaluate_segmentation(tmp_path / "predictions", tmp_path, cases, tmp_path / "eval", {}, seed=1)
 
 
