@@ -57,6 +57,12 @@ def _template_grid() -> sitk.Image:
     return ref
 
 
+def same_grid(img: sitk.Image, ref: sitk.Image) -> bool:
+    """Same size, spacing, origin and direction: the same voxel grid."""
+    return (img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection()) == (
+        ref.GetSize(), ref.GetSpacing(), ref.GetOrigin(), ref.GetDirection())
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Preprocessed folders of three scans (two test scans of sub-001), native T1w, a manifest."""
@@ -119,9 +125,7 @@ def test_predict_segmentation(data: Path, tmp_path: Path) -> None:
     native = read_image(tmp_path / "sub-001_ses-01_prob.nii.gz")
     seg = read_image(tmp_path / "sub-001_ses-01_seg.nii.gz")
     raw = read_image(data / "raw" / "sub-001_ses-01_T1w.nii.gz")
-    for img in (native, seg):  # exactly the raw reference image's grid
-        assert img.GetSize() == raw.GetSize() and img.GetSpacing() == raw.GetSpacing()
-        assert img.GetOrigin() == raw.GetOrigin() and img.GetDirection() == raw.GetDirection()
+    assert all(same_grid(img, raw) for img in (native, seg))  # exactly the raw reference's grid
     # the mask is the native probability thresholded at the package's 0.5
     np.testing.assert_array_equal(to_array(seg), (to_array(native) >= 0.5).astype(np.uint8))
     assert not (tmp_path / "sub-002_ses-01_prob.nii.gz").exists()
@@ -149,9 +153,7 @@ def test_predict_multiclass_writes_k_plus_1_channels_and_argmax(
     native = read_image(tmp_path / "sub-001_ses-01_prob.nii.gz")
     seg = read_image(tmp_path / "sub-001_ses-01_seg.nii.gz")
     raw = read_image(data / "raw" / "sub-001_ses-01_T1w.nii.gz")
-    for img in (native, seg):  # exactly the raw reference image's grid
-        assert img.GetSize() == raw.GetSize() and img.GetSpacing() == raw.GetSpacing()
-        assert img.GetOrigin() == raw.GetOrigin() and img.GetDirection() == raw.GetDirection()
+    assert all(same_grid(img, raw) for img in (native, seg))  # exactly the raw reference's grid
     prob_n = to_array(native)
     assert native.GetNumberOfComponentsPerPixel() == 3 and prob_n.shape == (3, 30, 30, 30)
     assert seg.GetPixelID() == sitk.sitkUInt8

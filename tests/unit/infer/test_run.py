@@ -32,6 +32,12 @@ FINGERPRINT = {"axes": "RAS", "n_scans": 4, "tolerance": 2.0,
                            for c in ("T1w", "FLAIR")}}
 
 
+def same_grid(img: sitk.Image, ref: sitk.Image) -> bool:
+    """Same size, spacing, origin and direction: the same voxel grid."""
+    return (img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection()) == (
+        ref.GetSize(), ref.GetSpacing(), ref.GetOrigin(), ref.GetDirection())
+
+
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The template T1 at 3 x 3 x 4 mm stored PIR (another axis order and origin), twice."""
@@ -68,9 +74,7 @@ def test_infer_writes_seg_and_prob_on_the_input_grid(raw: dict[str, Path], tmp_p
     doc = infer_scan(pkg, [raw["T1w"], raw["FLAIR"]], tmp_path / "out")
     ref = read_image(raw["T1w"])
     seg, prob = read_image(tmp_path / "out" / "seg.nii.gz"), read_image(tmp_path / "out" / "prob.nii.gz")
-    for img in (seg, prob):
-        assert img.GetSize() == ref.GetSize() and img.GetSpacing() == ref.GetSpacing()
-        assert img.GetOrigin() == ref.GetOrigin() and img.GetDirection() == ref.GetDirection()
+    assert all(same_grid(img, ref) for img in (seg, prob))
     p = to_array(prob)
     assert p.max() > 0 and p.min() >= 0 and p.max() <= 1  # the brain got probabilities
     np.testing.assert_array_equal(to_array(seg), (p >= 0.45).astype(np.uint8))
@@ -85,9 +89,7 @@ def test_infer_multiclass_writes_k_plus_1_channels_and_their_argmax(raw: dict[st
     doc = infer_scan(pkg, [raw["T1w"], raw["FLAIR"]], tmp_path / "out")
     ref = read_image(raw["T1w"])
     seg, prob = read_image(tmp_path / "out" / "seg.nii.gz"), read_image(tmp_path / "out" / "prob.nii.gz")
-    for img in (seg, prob):
-        assert img.GetSize() == ref.GetSize() and img.GetSpacing() == ref.GetSpacing()
-        assert img.GetOrigin() == ref.GetOrigin() and img.GetDirection() == ref.GetDirection()
+    assert all(same_grid(img, ref) for img in (seg, prob))
     p, s = to_array(prob), to_array(seg)
     assert prob.GetNumberOfComponentsPerPixel() == 3 and p.shape[0] == 3
     np.testing.assert_array_equal(s, p.argmax(0).astype(np.uint8))
