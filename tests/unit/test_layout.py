@@ -119,3 +119,12 @@ def test_rule_files_mirror_the_packages() -> None:
 def test_unit_tests_mirror_the_packages() -> None:
     dirs = {p.name for p in (REPO / "tests" / "unit").iterdir() if p.is_dir() and not p.name.startswith("__")}
     assert dirs == set(PACKAGES)
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """Test folders are not packages: pytest imports each module by its basename, so two test files
+    of one name cannot both be collected ("import file mismatch", seen only in a full run)."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
