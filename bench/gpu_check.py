@@ -197,7 +197,6 @@ def inference(p: dict[str, Any], patches: Path, model_dir: Path | None, device: 
     scans = val_scans(patches, n_scans)
     model, window = load_package_model(p, model_dir, int(scans[0].image.shape[0]))
     roi, overlap = [int(s) for s in window["roi_size"]], float(window["overlap"])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     ref = [segment_probability(model.cpu(), s.image, roi, 2, overlap, amp=False) for s in scans]
     out: dict[str, Any] = {"scans": len(scans), "shape": list(scans[0].image.shape),

@@ -1,10 +1,16 @@
-"""Shared pytest setup: no telemetry, a single torch thread, GPU tests skipped without CUDA."""
+"""Shared pytest setup: no telemetry, a single torch thread, GPU tests skipped without CUDA, and
+the copy of the workflow that the e2e and cluster tests run in (fixture ``workflow_copy``)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -24,3 +30,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def checkout(dest: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, schema, configs, package source) in ``dest``, with
+    the tiny e2e config as ``config/e2e.yaml``: runs happen in the repository root as a user's
+    do, so code inputs are relative paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("Snakefile", "workflow", "config", "src"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copy2(REPO / "tests" / "e2e" / "config.yaml", dest / "config" / "e2e.yaml")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def workflow_copy() -> Callable[[Path], Path]:
+    """:func:`checkout`, for tests that need a fresh copy of the workflow."""
+    return checkout

@@ -16,14 +16,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CONFIG = REPO / "tests" / "e2e" / "config.yaml"
 # the daemons run as their own users (munge, mysql): their folder lies outside pytest's private tmp
 RUN_DIR = Path("/tmp/mripipe-slurm")
 SITE = HERE / "site"  # the test cluster's site profile (account, partition, runtime)
@@ -46,20 +44,6 @@ def _env() -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DVC_NO_ANALYTICS": "1",
     }
-
-
-def _checkout(dest: Path) -> Path:
-    """A copy of the workflow with the tiny config, as tests/e2e makes one."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    dest.mkdir(parents=True)
-    for name in ("Snakefile", "workflow", "config", "src"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / name)
-    shutil.copy2(CONFIG, dest / "config" / "e2e.yaml")
-    return dest
 
 
 def _alive(pidfile: Path) -> bool:
@@ -91,9 +75,10 @@ def cluster() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def local_summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def local_summary(tmp_path_factory: pytest.TempPathFactory,
+                  workflow_copy: Callable[[Path], Path]) -> dict[str, object]:
     """summary.json of the same tiny config run locally."""
-    work = _checkout(tmp_path_factory.mktemp("local") / "repo")
+    work = workflow_copy(tmp_path_factory.mktemp("local") / "repo")
     proc = subprocess.run(
         ["snakemake", "--configfile", "config/e2e.yaml", "--cores", "2"],
         cwd=work, env=_env(), capture_output=True, text=True, timeout=SNAKEMAKE_TIMEOUT_S,
@@ -103,9 +88,10 @@ def local_summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def slurm_run(cluster: Path, tmp_path_factory: pytest.TempPathFactory,
+              workflow_copy: Callable[[Path], Path]) -> tuple[Path, str]:
     """The tiny config through `snakemake --executor slurm`: (working copy, Snakemake's log)."""
-    work = _checkout(tmp_path_factory.mktemp("cluster") / "repo")
+    work = workflow_copy(tmp_path_factory.mktemp("cluster") / "repo")
     cmd = [
         "timeout", str(SNAKEMAKE_TIMEOUT_S),
         "snakemake", "--configfile", "config/e2e.yaml",

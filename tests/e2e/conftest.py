@@ -5,7 +5,6 @@ report, DVC) and test_infer.py (its model package on an unseen subject)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,24 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "tests" / "e2e" / "config.yaml"
 BIN = Path(sys.executable).parent
-
-
-def checkout(dest: Path) -> Path:
-    """A copy of the workflow (Snakefile, rules, schema, configs, package source) in ``dest``:
-    runs happen in the repository root as a user's do, so code inputs are relative paths."""
-    dest.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("Snakefile", "workflow", "config", "src"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / name)
-    shutil.copy2(CONFIG, dest / "config" / "e2e.yaml")
-    return dest
 
 
 def run_env(workdir: Path) -> dict[str, str]:
@@ -53,9 +35,9 @@ def run_in(workdir: Path, *cmd: str, timeout: int = 1500) -> subprocess.Complete
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole DAG of the tiny config, run once."""
-    workdir = checkout(tmp_path_factory.mktemp("e2e") / "repo")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, workflow_copy: Callable[[Path], Path]) -> Path:
+    """The whole DAG of the tiny config, run once, in a copy of the workflow (tests/conftest.py)."""
+    workdir = workflow_copy(tmp_path_factory.mktemp("e2e") / "repo")
     proc = snakemake(workdir, "--keep-going")
     if proc.returncode != 0:
         logs = "\n".join(
@@ -63,12 +45,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         pytest.fail(f"snakemake failed\n{proc.stderr[-6000:]}\n{logs}")
     return workdir
-
-
-@pytest.fixture(scope="session")
-def workflow_copy() -> Callable[[Path], Path]:
-    """:func:`checkout`, for tests that need a fresh copy of the workflow."""
-    return checkout
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -19,19 +20,7 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def checkout(dest: Path) -> Path:
-    """A copy of the workflow (as tests/e2e/test_pipeline.py makes) with the tiny e2e config."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("Snakefile", "workflow", "config", "src"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, dest / name, **(
-            {"ignore": ignore} if (REPO / name).is_dir() else {}))
-    shutil.copy2(REPO / "tests" / "e2e" / "config.yaml", dest / "config" / "e2e.yaml")
-    (dest / "config" / "bad.yaml").write_text("data:\n  source: bids\n  root: data/bad\n")
-    return dest
 
 
 def _snakemake(workdir: Path) -> subprocess.CompletedProcess[str]:
@@ -113,8 +102,9 @@ def tree_hash(root: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def bad_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    workdir = checkout(tmp_path_factory.mktemp("bad"))
+def bad_run(tmp_path_factory: pytest.TempPathFactory, workflow_copy: Callable[[Path], Path]) -> tuple[Path, str]:
+    workdir = workflow_copy(tmp_path_factory.mktemp("bad"))
+    (workdir / "config" / "bad.yaml").write_text("data:\n  source: bids\n  root: data/bad\n")
     cfg = json.dumps({"n_subjects": 9, "two_session_fraction": 0.34, "t1w_spacing": [3, 3, 3], "flair_spacing": [3, 3, 4.5]})
     subprocess.run([str(BIN / "mripipe"), "phantom", "--out", "data/phantom", "--seed", "7",
                     "--workers", "2", "--params", cfg], cwd=workdir, check=True, capture_output=True)
