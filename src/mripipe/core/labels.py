@@ -12,12 +12,14 @@ select and the model package read it there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mripipe.core.config import param
 from mripipe.core.errors import InputError
 
 #: The label map of a dataset that declares none (lesion instance masks).
@@ -83,3 +85,81 @@ def class_index(ids: np.ndarray, labels: Mapping[str, int], where: str | Path) -
     for k, v in enumerate(fg.values(), start=1):
         lut[v] = k
     return lut[np.asarray(ids, dtype=np.int64)]
+
+
+#: names that would make a metric key ambiguous (``dice_empty``, ``hd95_mm_median``)
+RESERVED = ("empty", "median")
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """What a multi-class evaluation scores.
+
+    Attributes:
+        classes: foreground class name -> label value, ordered by value (channel k = k-th class).
+        regions: region name -> the label values it unites (``evaluate.regions``).
+        detection: detection name -> label values (``evaluate.detection_classes``).
+    """
+
+    classes: dict[str, int]
+    regions: dict[str, tuple[int, ...]]
+    detection: dict[str, tuple[int, ...]]
+
+    @property
+    def n_classes(self) -> int:
+        """K, the number of foreground classes."""
+        return len(self.classes)
+
+    def scored(self) -> dict[str, tuple[int, ...]]:
+        """Every name scored with Dice/HD95: the classes, then the regions not equal to one."""
+        out: dict[str, tuple[int, ...]] = {name: (value,) for name, value in self.classes.items()}
+        out.update({r: v for r, v in self.regions.items() if r not in out})
+        return out
+
+    def channels(self, values: Sequence[int]) -> list[int]:
+        """Network channels (1..K) of label values."""
+        order = list(self.classes.values())
+        return [order.index(v) + 1 for v in values]
+
+
+def label_spec(labels: Mapping[str, int], params: Mapping[str, Any]) -> LabelSpec:
+    """Resolve ``evaluate.regions`` and ``evaluate.detection_classes`` against a label map.
+
+    Region members are class names or label values; a detection name is a class or a region.
+
+    Raises:
+        InputError: naming the config key, for a member or name that is not a known class or
+            region, a region named like a class but uniting other classes, or a reserved name.
+    """
+    classes = foreground(labels)
+    by_value = {v: n for n, v in classes.items()}
+    regions: dict[str, tuple[int, ...]] = {}
+    for region, members in dict(param("evaluate", params, "regions")).items():
+        values = []
+        for m in members:
+            if isinstance(m, int) and not isinstance(m, bool) and m in by_value:
+                values.append(m)
+            elif isinstance(m, str) and m in classes:
+                values.append(classes[m])
+            else:
+                raise InputError(f"evaluate.regions: region {region!r} names {m!r}, not a class of the "
+                                 f"label map {classes} (give class names or their values)")
+        region_values = tuple(sorted(set(values)))
+        if region in classes and region_values != (classes[region],):
+            raise InputError(f"evaluate.regions: region {region!r} has the name of a class but unites "
+                             f"{[by_value[v] for v in region_values]}")
+        regions[str(region)] = region_values
+    for name in [*classes, *regions]:
+        if name in RESERVED:
+            raise InputError(f"evaluate.regions / data.labels: {name!r} is reserved (metric key "
+                             f"dice_{name} exists already); rename it")
+    detection: dict[str, tuple[int, ...]] = {}
+    for name in param("evaluate", params, "detection_classes"):
+        if name in classes:
+            detection[str(name)] = (classes[name],)
+        elif name in regions:
+            detection[str(name)] = regions[name]
+        else:
+            raise InputError(f"evaluate.detection_classes: {name!r} is neither a class of the label "
+                             f"map {classes} nor a region of evaluate.regions {sorted(regions)}")
+    return LabelSpec(classes, regions, detection)

@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from mripipe.core.detection import detect_scan
-from mripipe.core.errors import InputError
 from mripipe.core.froc import detection_metrics
+from mripipe.core.labels import label_spec
 from mripipe.core.lesions import components
 from mripipe.learn.networks import segment_probability, segment_softmax
 from mripipe.learn.validators import ValScan
@@ -175,25 +175,25 @@ def choose_postprocess(
             "grid": grid, "candidate_grid": cand_grid}
 
 
-def detection_target(names: Sequence[str], detection: Mapping[str, Any] | None) -> tuple[str, list[int]]:
+def detection_target(names: Sequence[str] | Mapping[str, int], detection: Mapping[str, Any] | None
+                     ) -> tuple[str, list[int]]:
     """The name and class indices (1..K) whose summed probability gives the candidates of the
-    first detection class (a class or a region of ``detection["regions"]``); all foreground when
-    ``detection_classes`` is empty."""
+    first detection class (a class or a region of ``detection["regions"]``, resolved as evaluation
+    does: :func:`mripipe.core.labels.label_spec`); all foreground when ``detection_classes`` is
+    empty. ``names``: the label map, or the K class names (their values taken as 1..K)."""
     det = dict(detection or {})
-    wanted = list(det.get("detection_classes") or [])
-    if not wanted:
+    labels = dict(names) if isinstance(names, Mapping) else {n: k for k, n in enumerate(names, start=1)}
+    spec = label_spec(labels, {"regions": det.get("regions") or {},
+                               "detection_classes": det.get("detection_classes") or []})
+    if not spec.detection:
         return "foreground", list(range(1, len(names) + 1))
-    first = str(wanted[0])
-    members = [first] if first in names else list((det.get("regions") or {}).get(first, []))
-    unknown = [m for m in members if m not in names]
-    if not members or unknown:
-        raise InputError(f"evaluate.detection_classes: {first!r} is neither a class of {list(names)} "
-                         f"nor a region of evaluate.regions made of them")
-    return first, [list(names).index(m) + 1 for m in members]
+    name, values = next(iter(spec.detection.items()))
+    return name, spec.channels(values)
 
 
 def choose_multiclass_postprocess(
-    model: nn.Module | Sequence[nn.Module], scans: Sequence[ValScan], roi_size: Sequence[int], names: Sequence[str],
+    model: nn.Module | Sequence[nn.Module], scans: Sequence[ValScan], roi_size: Sequence[int],
+    names: Sequence[str] | Mapping[str, int],
     sw_batch_size: int = 2, overlap: float = 0.5, detection: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Argmax post-processing of a K >= 2 class model, recorded with its validation Dice.
@@ -203,7 +203,7 @@ def choose_multiclass_postprocess(
             ensemble's members, each on its own fold's validation scans).
         scans: the validation scans, labels holding the class indices 0..K.
         roi_size: sliding-window size.
-        names: the K foreground class names (output channels 1..K).
+        names: the label map, or the K foreground class names (output channels 1..K).
         sw_batch_size: windows per forward pass.
         overlap: sliding-window overlap (that of ``predict``).
         detection: the ``evaluate`` matching settings, ``detection_classes``, ``regions`` and
@@ -281,7 +281,7 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
         models += [model] * (len(scans) - len(models))
     if int(ckpt["n_classes"]) > 2:  # multi-class: argmax, nothing to threshold
         return choose_multiclass_postprocess(
-            models, scans, predict.get("roi_size") or ckpt["roi_size"], list(dict(ckpt["labels"])),
+            models, scans, predict.get("roi_size") or ckpt["roi_size"], dict(ckpt["labels"]),
             int(predict.get("sw_batch_size", 2)), float(predict.get("sw_overlap", 0.5)),
             settings.get("evaluate")) | {"override": []}
     voxel_mm3 = float(np.prod([float(s) for s in settings["target_spacing"]]))
