@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -129,6 +130,19 @@ def allocate(
         time.sleep(poll_s)
 
 
+def _deterministic(mode: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor``.
+
+    That import costs about 4 s in every trial process (measured: 4.4 of a rung-0 trial's 52 s
+    under cProfile) and only sets the flag of ``torch.compile``'s inductor, which mripipe does not
+    use. Once inductor is loaded (someone compiles), the public call sets both.
+    """
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)  # noqa: SLF001
+
+
 @contextlib.contextmanager
 def torch_settings(device: torch.device, threads: int, deterministic: bool | None = None) -> Iterator[None]:
     """CPU threads, determinism and cuDNN autotuning for one trial, all restored afterwards.
@@ -143,14 +157,15 @@ def torch_settings(device: torch.device, threads: int, deterministic: bool | Non
     """
     cudnn = torch.backends.cudnn
     old = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), cudnn.benchmark,
-           cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+           cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+           torch.is_deterministic_algorithms_warn_only_enabled())
     det = device.type == "cpu" if deterministic is None else bool(deterministic)
     torch.set_num_threads(max(1, threads))
     if det and device.type == "cuda":  # cuBLAS needs a fixed workspace to be deterministic
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # warn_only on CUDA: DiceCE's cross-entropy (nll_loss2d) has no deterministic CUDA kernel
     # (measured on an H200 with torch 2.11, bench/gpu_check.py); strict mode would stop the trial
-    torch.use_deterministic_algorithms(det, warn_only=det and device.type == "cuda")
+    _deterministic(det, warn_only=det and device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         cudnn.benchmark, cudnn.deterministic = not det, det
@@ -158,7 +173,7 @@ def torch_settings(device: torch.device, threads: int, deterministic: bool | Non
         yield
     finally:
         torch.set_num_threads(old[0])
-        torch.use_deterministic_algorithms(old[1])
+        _deterministic(old[1], warn_only=old[5])
         cudnn.benchmark, cudnn.deterministic = old[2], old[3]
         if old[4] is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
+
+from mripipe.core.ranking import average_precision, roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def lesion_ap(results: Sequence[ScanDetections]) -> float:
     if len(tp) == 0:
         return 0.0
     y = np.concatenate([np.ones(len(tp)), np.zeros(len(fp))])
-    ap_found = average_precision_score(y, np.concatenate([tp, fp]))
+    ap_found = average_precision(y, np.concatenate([tp, fp]))
     return float(ap_found * len(tp) / n_lesions)
 
 
@@ -142,7 +143,7 @@ def case_auroc(results: Sequence[ScanDetections]) -> float:
     y = np.array([r.n_lesions > 0 for r in results], dtype=int)
     if len(np.unique(y)) < 2:
         return float("nan")
-    return float(roc_auc_score(y, [r.case_score for r in results]))
+    return roc_auc(y, [r.case_score for r in results])
 
 
 def detection_metrics(results: Sequence[ScanDetections], interpolate: bool = False,

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_auc_score
 from tqdm import tqdm
 
+from mripipe.core.ranking import confusion, roc_auc
 from mripipe.core.utils import interactive, rng
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes
         only one class present) is NaN.
     """
     classes = list(classes)
-    cm = confusion_matrix(list(y_true), list(y_pred), labels=classes)
+    cm = confusion(list(y_true), list(y_pred), classes)
     n = cm.sum()
     tp = np.diag(cm).astype(float)
     pos = cm.sum(axis=1).astype(float)
@@ -68,7 +68,7 @@ def ovr_auroc(y_true: Sequence[str], score: np.ndarray, positive: str) -> float:
     y = np.array([t == positive for t in y_true], dtype=int)
     if y.min(initial=1) == y.max(initial=0):
         return float("nan")
-    return float(roc_auc_score(y, score))
+    return roc_auc(y, score)
 
 
 def bootstrap_ci(subjects: Sequence[str], statistic: Callable[[list[str]], dict[str, float]],

@@ -200,44 +200,9 @@ def save_qc_png(
         path: PNG to write (atomically).
         title: figure title.
     """
-    import matplotlib
+    from mripipe.preprocess.montage import save_montage
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = image.shape[0]
-    centre = [s // 2 for s in image.shape[1:]]
-    if label is not None and np.any(label > 0):
-        centre = [int(v) for v in np.round(np.argwhere(label > 0).mean(0))]
-
-    def cut(vol: np.ndarray, axis: int) -> np.ndarray:
-        # RAS voxel order: x increases to the left of the viewer -> transpose and flip for display
-        sl = np.take(vol, centre[axis], axis=axis)
-        return np.flipud(sl.T)
-
-    fig, axes = plt.subplots(c, 3, figsize=(9, 3 * c), squeeze=False)
-    for i in range(c):
-        for j, (axis, view) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
-            ax = axes[i, j]
-            ax.imshow(
-                cut(image[i], axis), cmap="gray", vmin=-2.5, vmax=2.5, interpolation="nearest"
-            )
-            ax.contour(cut(brainmask.astype(float), axis), levels=[0.5], colors="c", linewidths=0.6)
-            if label is not None:
-                lab = cut((label > 0).astype(float), axis)
-                ax.imshow(
-                    np.ma.masked_where(lab == 0, lab),
-                    cmap="autumn",
-                    alpha=0.6,
-                    interpolation="nearest",
-                )
-            ax.set_title(f"{names[i]} {view}", fontsize=8)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    save_montage(image, names, brainmask, label, path, title)
 
 
 def qc_table(qc_files: Sequence[Path], out_tsv: Path, out_plot: Path) -> Any:
