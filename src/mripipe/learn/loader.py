@@ -168,6 +168,23 @@ class _AugmentedDataset(Dataset[dict[str, torch.Tensor]]):
             set_track_meta(previous)
 
 
+_FOREGROUNDS: dict[tuple[str, int, int], sampling.Foreground] = {}
+
+
+def _foreground(path: Path) -> sampling.Foreground:
+    """The lesion voxels of one cached label file, grouped once per process and file version.
+
+    A loader is built per epoch: without this, every epoch (and every worker of it) regrouped
+    every scan's lesion voxels, 0.36 s per epoch on the phantom's 22 training scans (cProfile).
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    fg = _FOREGROUNDS.get(key)
+    if fg is None:
+        fg = _FOREGROUNDS[key] = sampling.foreground(np.load(path, mmap_mode="r"))
+    return fg
+
+
 class PatchDataset(_AugmentedDataset):
     """``n_samples`` patches drawn online from the cached scans listed in ``index.tsv``.
 
@@ -195,7 +212,7 @@ class PatchDataset(_AugmentedDataset):
     def foregrounds(self) -> list[sampling.Foreground]:
         """Lesion voxels of every cached scan, grouped by instance (built once per process)."""
         if self._fgs is None:
-            self._fgs = [sampling.foreground(self.cache.get(f)) for f in self.label_files]
+            self._fgs = [_foreground(self.cache.root / f) for f in self.label_files]
         return self._fgs
 
     def __len__(self) -> int:
@@ -306,6 +323,7 @@ def segmentation_loader(
                            float(meta["pos_fraction"]), len(foreground(meta.get("labels"))))
     log.debug("segmentation loader: %d patches from %d scans of %d subjects", n, len(table),
               len(set(subjects)))
+    dataset.foregrounds()  # here, so that forked workers inherit them instead of each rebuilding
     return _make_loader(dataset, batch_size, seed, epoch, num_workers, shuffle=False)
 
 
