@@ -17,7 +17,29 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
+#: test files that must share one pytest-xdist worker: the files reading one session fixture's DAG
+#: run (it would run once per worker otherwise), and each other e2e DAG on a worker of its own
+XDIST_GROUPS = {
+    "tests/e2e/test_pipeline.py": "e2e-run",
+    "tests/e2e/test_infer.py": "e2e-run",
+    "tests/e2e/test_bad_data.py": "e2e-bad-data",
+    "tests/e2e/test_pipeline_multiclass.py": "e2e-multiclass",
+}
+
+
+def _group_for_xdist(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs ``pytest -n 2 --dist loadgroup``: keep each e2e DAG on one worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        rel = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else ""
+        if rel in XDIST_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS[rel]))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _group_for_xdist(config, items)
     try:
         import torch
 
