@@ -50,9 +50,10 @@ screenshots: $(STAMP) $(PKG)  ## docs/img/*.png: the MLflow UI on a finished run
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	$(BIN)/python docs/screenshots.py --run $(RUN)
 
-# two pytest-xdist workers (one per core); each e2e DAG stays on one worker (tests/conftest.py)
+# two pytest-xdist workers (one per core), a test module at a time; the modules reading one e2e
+# DAG run stay on one worker (tests/conftest.py)
 test: $(STAMP) $(PKG)  ## unit tests + the e2e DAG runs on tiny configs
-	$(BIN)/pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/pytest -q -n 2 --dist loadscope tests
 
 # the optional `cluster` extra (the SLURM executor plugin), installed once into the same venv
 CLUSTER := $(VENV)/.cluster

@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,28 +19,28 @@ os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 #: test files that must share one pytest-xdist worker: the files reading one session fixture's DAG
-#: run (it would run once per worker otherwise), and each other e2e DAG on a worker of its own
-XDIST_GROUPS = {
+#: run (it would run once per worker otherwise); each other e2e DAG is a scope of its own anyway
+XDIST_SCOPES = {
     "tests/e2e/test_pipeline.py": "e2e-run",
     "tests/e2e/test_infer.py": "e2e-run",
-    "tests/e2e/test_bad_data.py": "e2e-bad-data",
-    "tests/e2e/test_pipeline_multiclass.py": "e2e-multiclass",
 }
 
 
-def _group_for_xdist(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``make test`` runs ``pytest -n 2 --dist loadgroup``: keep each e2e DAG on one worker."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        path = Path(str(item.path)).resolve()
-        rel = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else ""
-        if rel in XDIST_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS[rel]))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test`` runs ``pytest -n 2 --dist loadscope``: a module per worker at a time, the two
+    modules of the shared e2e run as one scope. (pytest-xdist's ``loadgroup`` marks do not take
+    with pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return XDIST_SCOPES.get(nodeid.split("::", 1)[0]) or str(super()._split_scope(nodeid))
+
+    return SharedRunScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _group_for_xdist(config, items)
     try:
         import torch
 
