@@ -111,7 +111,8 @@ def _scan_folders(root: Path) -> list[tuple[str, str, Path]]:
     out = []
     for sub_dir in subjects:
         sessions = [p for p in sorted(sub_dir.glob("ses-*")) if p.is_dir()]
-        for ses in sessions or [None]:
+        options: list[Path | None] = list(sessions) or [None]
+        for ses in options:
             out.append((sub_dir.name, ses.name if ses else "", Path(sub_dir.name, ses.name) if ses else Path(sub_dir.name)))
     return out
 

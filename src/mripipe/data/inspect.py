@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -47,7 +48,7 @@ class FileInfo:
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, np.dtype]:
-    img = nib.load(str(path))
+    img: Any = nib.load(str(path))  # a NIfTI-1 or -2 image (FileBasedImage to the stubs)
     dtype = img.header.get_data_dtype()
     data = np.asanyarray(img.dataobj)  # decompresses the whole file
     return data, np.asarray(img.affine, dtype=float), dtype

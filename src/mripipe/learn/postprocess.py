@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -123,8 +123,9 @@ def choose_candidate_threshold(
                              measure=str(det.get("overlap_measure", "iou")))
                  for n, p, t in zip(names, probs, truths, strict=True)]
         m = detection_metrics(found, bool(det.get("interpolate", False)))
-        rows.append({"candidate_threshold": c, "froc_score": float(m["froc_score"]),
-                     "sensitivity_at_1": float(m["sensitivity_at_fp"]["1"])})
+        at_fp = cast(dict[str, float], m["sensitivity_at_fp"])
+        rows.append({"candidate_threshold": c, "froc_score": float(cast(float, m["froc_score"])),
+                     "sensitivity_at_1": float(at_fp["1"])})
     if not rows:
         return float(mask_threshold), rows
     best = min(rows, key=lambda r: (-round(r["froc_score"], 12), abs(r["candidate_threshold"] - 0.3)))
@@ -277,7 +278,7 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
         model, ckpt = load_trained(member, "cpu")
         labels = dict(ckpt["labels"]) if int(ckpt["n_classes"]) > 2 else None
         scans += load_val_scans(inputs["manifest"], inputs["preprocessed"], list(folds[f]["val"]),
-                                **({"labels": labels} if labels else {}))
+                                labels=labels)
         models += [model] * (len(scans) - len(models))
     if int(ckpt["n_classes"]) > 2:  # multi-class: argmax, nothing to threshold
         return choose_multiclass_postprocess(

@@ -76,7 +76,7 @@ def sample_class(index: int, pos_fraction: float, n_classes: int) -> int:
     return int(np.floor(index * pos_fraction)) % n_classes + 1
 
 
-def crop(volume: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+def crop(volume: np.ndarray, start: Sequence[int] | np.ndarray, size: Sequence[int]) -> np.ndarray:
     """The ``size`` window of ``volume`` ``(C, X, Y, Z)`` starting at voxel ``start`` (may be
     negative or reach past the end: zero-padded). Returns ``(C, px, py, pz)`` of its dtype."""
     out = np.zeros((volume.shape[0], *size), dtype=volume.dtype)

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from torch import nn
+from torch.utils.data import DataLoader
 
 from mripipe.core.devices import allocate, torch_settings
 from mripipe.core.errors import InputError
@@ -74,7 +75,7 @@ def _data(
     if task == "segmentation":  # fresh patches every epoch: exactly `cap` batches of them
         n_samples = cap * bs if cap > 0 else None
 
-        def batches(epoch: int) -> Iterable[Batch]:
+        def batches(epoch: int) -> DataLoader[Batch]:
             return loader.segmentation_loader(patches, train, bs, seed, epoch, augment=aug,
                                               num_workers=workers, n_samples=n_samples)
 
@@ -83,7 +84,7 @@ def _data(
         steps = len(batches(0))
     else:
 
-        def batches(epoch: int) -> Iterable[Batch]:
+        def batches(epoch: int) -> DataLoader[Batch]:
             return loader.classification_loader(patches, train, bs, seed, epoch, augment=aug,
                                                 num_workers=workers)
 

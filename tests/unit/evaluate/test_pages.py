@@ -7,7 +7,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from mripipe.evaluate.pages import data_page, latest_values, model_card, search_table, write_training_pages
+from mripipe.evaluate.pages import (
+    data_page,
+    latest_values,
+    model_card,
+    search_table,
+    write_training_pages,
+)
 
 # trial: (lr, network, val_dice); trial-001 is the best on validation
 TRIALS = {"trial-000": (0.001, "unet", 0.50), "trial-001": (0.004, "segresnet", 0.71),
