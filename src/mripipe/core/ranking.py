@@ -15,22 +15,22 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 
-def _counts_at_thresholds(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positives at each distinct score, in descending order (sklearn's
-    ``confusion_matrix_at_thresholds``)."""
-    order = np.argsort(np.asarray(score)[::-1], kind="stable")[::-1]
-    order = score.shape[0] - 1 - order  # stable descending, as array_api_compat's argsort
-    s, y = score[order], y_true[order].astype(np.float64)
+def _counts_at_thresholds(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positives (``y_true == 1``) at each distinct score, in descending order
+    (sklearn's ``confusion_matrix_at_thresholds``)."""
+    s = np.asarray(score)
+    order = s.shape[0] - 1 - np.argsort(s[::-1], kind="stable")[::-1]  # stable descending
+    s, y = s[order], (np.asarray(y_true) == 1)[order].astype(np.float64)
     idx = np.concatenate([np.nonzero(np.diff(s))[0], [y.shape[0] - 1]])
-    tps = np.cumsum(y * 1.0, dtype=np.float64)[idx]
+    tps = np.cumsum(y)[idx]
     fps = 1 + idx.astype(np.float64) - tps
     return fps, tps
 
 
 def roc_auc(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> float:
     """Binary ROC AUC (``sklearn.metrics.roc_auc_score``): positives are ``y_true == 1``."""
-    y = (np.asarray(y_true) == 1).astype(np.int32)
-    fps, tps = _counts_at_thresholds(y, np.asarray(score))
+    fps, tps = _counts_at_thresholds(y_true, score)
     if fps.shape[0] > 2:  # drop_intermediate: collinear points
         keep = np.where(np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]]))[0]
         fps, tps = fps[keep], tps[keep]
@@ -40,8 +40,7 @@ def roc_auc(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndar
 
 def average_precision(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> float:
     """Binary average precision (``sklearn.metrics.average_precision_score``), ``y_true == 1``."""
-    y = (np.asarray(y_true) == 1).astype(np.int32)
-    fps, tps = _counts_at_thresholds(y, np.asarray(score))
+    fps, tps = _counts_at_thresholds(y_true, score)
     ps = tps + fps
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(ps != 0, np.divide(tps, ps), 0.0)

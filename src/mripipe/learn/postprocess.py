@@ -187,7 +187,7 @@ def detection_target(names: Sequence[str] | Mapping[str, int], detection: Mappin
     spec = label_spec(labels, {"regions": det.get("regions") or {},
                                "detection_classes": det.get("detection_classes") or []})
     if not spec.detection:
-        return "foreground", list(range(1, len(names) + 1))
+        return "foreground", list(range(1, spec.n_classes + 1))
     name, values = next(iter(spec.detection.items()))
     return name, spec.channels(values)
 

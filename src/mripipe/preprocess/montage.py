@@ -54,7 +54,17 @@ def panel(image: np.ndarray, brainmask: np.ndarray, label: np.ndarray | None, ax
 
 def save_montage(image: np.ndarray, names: Sequence[str], brainmask: np.ndarray,
                  label: np.ndarray | None, path: Path, title: str, zoom: int = 2) -> None:
-    """Write the QC picture of a (C, X, Y, Z) image as a PNG (atomically)."""
+    """Write the QC picture of a preprocessed scan as a PNG (atomically).
+
+    Args:
+        image: (C, X, Y, Z) preprocessed image (RAS voxel order of the template grid).
+        names: C channel names.
+        brainmask: (X, Y, Z) mask.
+        label: (X, Y, Z) label map or None.
+        path: the PNG.
+        title: the picture's caption (the scan).
+        zoom: pixels per voxel.
+    """
     centre = slice_centre(image.shape[1:], label)
     rows = [[panel(image[c], brainmask, label, axis, centre[axis], zoom) for axis, _ in VIEWS]
             for c in range(image.shape[0])]

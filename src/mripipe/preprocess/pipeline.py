@@ -31,7 +31,8 @@ from mripipe.core.template import reference_grid, template_brainmask
 from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
 from mripipe.preprocess import intensity, registration
 from mripipe.preprocess import native as native_space
-from mripipe.preprocess.qc import NativeChannel, save_qc_png, truth_metrics
+from mripipe.preprocess.montage import save_montage
+from mripipe.preprocess.qc import NativeChannel, truth_metrics
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def _preprocess(
     with _timed(timings, "write"):
         _write_outputs(out_dir, stack, lab_arr, brain, grid, tx_ref)
     with _timed(timings, "qc_png"):
-        save_qc_png(
+        save_montage(
             stack, names, brain, lab_arr if lab is not None else None, out_dir / "qc.png", scan
         )
 

@@ -1,4 +1,5 @@
-"""Quality control of preprocessing: metrics against the phantom's truth, qc.png, the QC table.
+"""Quality control of preprocessing: metrics against the phantom's truth and the QC table (the
+per-scan qc.png is drawn by :mod:`mripipe.preprocess.montage`).
 
 Definitions (also in docs/contract.md):
 
@@ -180,29 +181,6 @@ def truth_metrics(
             out.setdefault("psnr_denoised", {})[name] = den
             out.setdefault("psnr_gain_db", {})[name] = den - noisy
     return out
-
-
-def save_qc_png(
-    image: np.ndarray,
-    names: Sequence[str],
-    brainmask: np.ndarray,
-    label: np.ndarray | None,
-    path: Path,
-    title: str,
-) -> None:
-    """Three orthogonal mid-slices per channel with the brain-mask contour and the label overlay.
-
-    Args:
-        image: (C, X, Y, Z) preprocessed image (RAS voxel order of the template grid).
-        names: C channel names.
-        brainmask: (X, Y, Z) mask.
-        label: (X, Y, Z) label map or None.
-        path: PNG to write (atomically).
-        title: figure title.
-    """
-    from mripipe.preprocess.montage import save_montage
-
-    save_montage(image, names, brainmask, label, path, title)
 
 
 def qc_table(qc_files: Sequence[Path], out_tsv: Path, out_plot: Path) -> Any:

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from mripipe.core.utils import write_json
 from mripipe.preprocess import qc
+from mripipe.preprocess.montage import save_montage
 
 
 def test_psnr_hand_computed() -> None:
@@ -53,7 +54,7 @@ def test_save_qc_png(tmp_path: Path) -> None:
     label = np.zeros((16, 18, 14), np.uint16)
     label[6:9, 6:9, 6:9] = 2
     out = tmp_path / "qc.png"
-    qc.save_qc_png(image, ["T1w", "FLAIR"], mask, label, out, "sub-001_ses-01")
+    save_montage(image, ["T1w", "FLAIR"], mask, label, out, "sub-001_ses-01")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
