@@ -39,7 +39,8 @@ from monai.transforms import (
 from scipy import ndimage
 
 from mripipe.core.imageio import from_array, write_image
-from mripipe.learn.loader import augmentation, segmentation_loader
+from mripipe.learn.augment import augmentation
+from mripipe.learn.loader import segmentation_loader
 from mripipe.learn.patches import extract_patches
 
 SHAPE = (99, 117, 95)

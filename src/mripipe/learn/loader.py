@@ -1,7 +1,7 @@
 """Training data loaders over the cached scans and classification volumes.
 
 ``mripipe patches`` caches compact arrays (see :mod:`mripipe.learn.patches`); this module serves
-them to training with on-the-fly MONAI augmentation:
+them to training with on-the-fly augmentation (:mod:`mripipe.learn.augment`):
 
 - :func:`segmentation_loader`: fresh patches every epoch, drawn online from the cached scans with
   foreground oversampling (:mod:`mripipe.learn.sampling`); batches ``{"image": float32
@@ -17,7 +17,7 @@ DataLoader workers share the page cache instead of copying whole files.
 Reproducibility: a loader is built per ``(seed, epoch)``. Segmentation item ``i`` is drawn from
 ``(seed, "sample", epoch, i)``; classification shuffling uses a ``torch.Generator`` seeded from
 ``(seed, "shuffle", epoch)``; each item's augmentation draws from one random stream
-(shared by the MONAI transforms through ``set_random_state(state=...)``) re-seeded from
+(:class:`mripipe.learn.augment.Augmenter`, the MONAI recipe's draws replayed) re-seeded from
 ``(seed, "augment", epoch, item index)``, so an epoch replays identically whatever the number of
 workers (workers are seeded too, through ``worker_init_fn``, for any other randomness).
 """
@@ -32,76 +32,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import get_track_meta, set_track_meta
-from monai.transforms import (
-    Compose,
-    RandAffined,
-    RandFlipd,
-    RandGaussianNoised,
-    Randomizable,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-)
 from torch.utils.data import DataLoader, Dataset
 
 from mripipe.core.errors import InputError
 from mripipe.core.labels import foreground
 from mripipe.core.utils import derive_seed, read_json
 from mripipe.learn import sampling
+from mripipe.learn.augment import Augmenter
 from mripipe.learn.patches import INDEX, META, VOLUMES, class_names
 
 log = logging.getLogger(__name__)
-
-def augmentation(
-    augment: float, keys: Sequence[str], label_key: str | None = None,
-    spatial_size: Sequence[int] | None = None,
-) -> Compose:
-    """The on-the-fly augmentation shared by the loaders and the benchmark baseline.
-
-    Random flips on every axis, a small affine (rotation up to ~0.1 rad, scaling up to 10 %),
-    intensity shift and scale, and Gaussian noise. Probabilities and magnitudes scale linearly
-    with ``augment``. Spatial transforms also move ``label_key`` (nearest interpolation); the
-    intensity transforms touch the image keys only.
-
-    Args:
-        augment: strength in [0, 1]; 0 gives an empty (identity) pipeline.
-        keys: image keys of the item dict, arrays ``(C, X, Y, Z)``.
-        label_key: label key moved with the image, ``(1, X, Y, Z)``; ``None`` for none.
-        spatial_size: the items' fixed spatial size, if known: the affine's sampling grid is
-            then built once (MONAI ``cache_grid``), not per item.
-
-    Returns:
-        A MONAI ``Compose`` of dictionary transforms (call ``set_random_state`` to seed it).
-    """
-    if not 0.0 <= augment <= 1.0:
-        raise InputError(f"augment must be in [0, 1], got {augment}")
-    if augment == 0.0:
-        return Compose([])
-    image_keys = list(keys)
-    spatial_keys = image_keys + ([label_key] if label_key else [])
-    modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key else [])
-    p = 0.5 * augment
-    rot = 0.1 * augment
-    return Compose(
-        [
-            *(RandFlipd(keys=spatial_keys, prob=p, spatial_axis=axis) for axis in range(3)),
-            RandAffined(
-                keys=spatial_keys,
-                prob=p,
-                rotate_range=(rot, rot, rot),
-                scale_range=(0.1 * augment,) * 3,
-                mode=modes,
-                padding_mode="zeros",
-                spatial_size=tuple(spatial_size) if spatial_size else None,
-                cache_grid=spatial_size is not None,
-            ),
-            RandShiftIntensityd(keys=image_keys, offsets=0.1 * augment, prob=p),
-            RandScaleIntensityd(keys=image_keys, factors=0.1 * augment, prob=p),
-            RandGaussianNoised(keys=image_keys, prob=p, mean=0.0, std=0.05 * augment,
-                               dtype=np.float32),
-        ]
-    )
-
 
 def _read_table(patches_dir: Path, name: str) -> pd.DataFrame:
     path = patches_dir / name
@@ -140,32 +80,21 @@ class _ArrayCache:
 class _AugmentedDataset(Dataset[dict[str, torch.Tensor]]):
     """Items read from memory-mapped arrays, augmented with a per-item seed."""
 
-    def __init__(self, root: Path, seed: int, epoch: int, augment: float, has_label: bool,
-                 spatial_size: Sequence[int] | None = None) -> None:
+    def __init__(self, root: Path, seed: int, epoch: int, augment: float, has_label: bool) -> None:
         self.cache = _ArrayCache(root)
         self.seed = seed
         self.epoch = epoch
-        self.transform = augmentation(augment, ["image"], "label" if has_label else None,
-                                      spatial_size)
+        self.augmenter = Augmenter(augment, "label" if has_label else None)
         self.active = augment > 0.0
-        # One random stream shared by every transform, re-seeded per item: as reproducible as
-        # seeding each transform, without building a dozen RandomState objects per patch.
+        # One random stream for the whole recipe, re-seeded per item (the MONAI transforms would
+        # share it through set_random_state(state=...); Augmenter replays them bit for bit).
         self.state = np.random.RandomState(derive_seed(seed, "augment", epoch))
-        for t in self.transform.transforms:
-            if isinstance(t, Randomizable):
-                t.set_random_state(state=self.state)
 
     def _augment(self, item: dict[str, Any], index: int) -> dict[str, Any]:
         if not self.active:
             return item
         self.state.seed(derive_seed(self.seed, "augment", self.epoch, index))
-        # Plain tensors in, plain tensors out: MetaTensor bookkeeping would double the cost.
-        previous = get_track_meta()
-        set_track_meta(False)
-        try:
-            return self.transform(item)  # type: ignore[no-any-return]
-        finally:
-            set_track_meta(previous)
+        return self.augmenter(item, self.state)
 
 
 _FOREGROUNDS: dict[tuple[str, int, int], sampling.Foreground] = {}
@@ -197,7 +126,7 @@ class PatchDataset(_AugmentedDataset):
         self, root: Path, table: pd.DataFrame, seed: int, epoch: int, augment: float,
         n_samples: int, size: Sequence[int], pos_fraction: float, n_classes: int = 1,
     ) -> None:
-        super().__init__(root, seed, epoch, augment, has_label=True, spatial_size=size)
+        super().__init__(root, seed, epoch, augment, has_label=True)
         self.files = table["file"].to_numpy(dtype=str)
         self.label_files = table["label_file"].to_numpy(dtype=str)
         self.shapes = [tuple(int(v) for v in r) for r in
