@@ -15,18 +15,17 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from monai.data import set_track_meta
-from monai.transforms import Compose, Randomizable
 
-from mripipe.learn.augment import Augmenter, augmentation
+from mripipe.learn.augment import Augmenter, Item, seeded_reference
 
 log = logging.getLogger("bench_augment")
 
 
-def items(n: int, size: list[int], seed: int) -> list[dict[str, torch.Tensor]]:
+def items(n: int, size: list[int], seed: int) -> list[Item]:
     """``n`` patches: 2-channel noise images, binary labels (a third foreground)."""
     gen = np.random.default_rng(seed)
     return [{"image": torch.from_numpy(gen.normal(size=(2, *size)).astype(np.float32)),
@@ -34,25 +33,13 @@ def items(n: int, size: list[int], seed: int) -> list[dict[str, torch.Tensor]]:
             for _ in range(n)]
 
 
-def monai_pass(compose: Compose, state: np.random.RandomState,
-               batch: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-    set_track_meta(False)
-    try:
-        out = []
-        for i, item in enumerate(batch):
-            state.seed(i)
-            out.append(compose(item))
-        return out
-    finally:
-        set_track_meta(True)
-
-
-def ours_pass(augmenter: Augmenter, state: np.random.RandomState,
-              batch: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+def augment_all(apply: Callable[[Item], Item], state: np.random.RandomState,
+                batch: list[Item]) -> list[Item]:
+    """``apply`` to every item, the stream re-seeded from the item's index first."""
     out = []
     for i, item in enumerate(batch):
         state.seed(i)
-        out.append(augmenter(item, state))
+        out.append(apply(item))
     return out
 
 
@@ -66,27 +53,21 @@ def main() -> None:
     torch.set_num_threads(1)
     batch = items(args.items, args.size, seed=0)
     for strength in (1.0, 0.55, 0.3):
-        compose = augmentation(strength, ["image"], "label", args.size)
         state = np.random.RandomState(0)
-        for t in compose.transforms:
-            if isinstance(t, Randomizable):
-                t.set_random_state(state=state)
         augmenter = Augmenter(strength, "label")
-        pairs = zip(monai_pass(compose, state, batch[:20]), ours_pass(augmenter, state, batch[:20]),
-                    strict=True)
-        for a, b in pairs:
-            if not all(torch.equal(torch.as_tensor(a[k]), b[k]) for k in ("image", "label")):
+        runs = {"monai": seeded_reference(strength, "label", args.size, state),
+                "ours": lambda item, a=augmenter, s=state: a(item, s)}
+        ref, ours = (augment_all(runs[k], state, batch[:20]) for k in ("monai", "ours"))
+        for a, b in zip(ref, ours, strict=True):
+            if not all(torch.equal(a[k], b[k]) for k in ("image", "label")):
                 raise SystemExit(f"strength {strength}: Augmenter differs from the MONAI recipe")
         times: dict[str, list[float]] = {"monai": [], "ours": []}
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            monai_pass(compose, state, batch)
-            times["monai"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ours_pass(augmenter, state, batch)
-            times["ours"].append(time.perf_counter() - t0)
-        monai_ms = min(times["monai"]) / len(batch) * 1e3
-        ours_ms = min(times["ours"]) / len(batch) * 1e3
+            for name, apply in runs.items():
+                t0 = time.perf_counter()
+                augment_all(apply, state, batch)
+                times[name].append(time.perf_counter() - t0)
+        monai_ms, ours_ms = (min(times[k]) / len(batch) * 1e3 for k in ("monai", "ours"))
         log.info("strength %.2f: MONAI Compose %.2f ms/patch, mripipe Augmenter %.2f ms/patch, "
                  "ratio %.1fx (outputs equal)", strength, monai_ms, ours_ms, monai_ms / ours_ms)
 

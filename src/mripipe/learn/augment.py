@@ -6,8 +6,9 @@ scale, and Gaussian noise, with probabilities and magnitudes linear in the stren
 reference, and the benchmark baseline runs it.
 
 :class:`Augmenter` computes **the same outputs, bit for bit, from the same random stream**, for
-the fixed configuration :func:`augmentation` builds. It calls the same torch operations on the
-same dtypes in the same order (the affine grid in float32, MONAI's ``Resample`` in float64 with
+the configuration :func:`augmentation` builds (both read their magnitudes from :class:`Recipe`).
+It calls the same torch operations on the same dtypes in the same order (the affine from MONAI's
+``create_rotate`` and ``create_scale``, the grid in float32, MONAI's ``Resample`` in float64 with
 ``grid_sample(align_corners=False)``, the noise drawn by ``RandomState.normal`` in float64 and
 cast to float32), and consumes the random stream draw for draw as the MONAI transforms do,
 including the draws MONAI makes and discards (``RandAffined`` re-draws its parameters when it
@@ -24,28 +25,45 @@ training data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from monai.data import set_track_meta
 from monai.transforms import (
     Compose,
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
+    Randomizable,
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
-from monai.transforms.utils import create_grid
+from monai.transforms.utils import create_grid, create_rotate, create_scale
 
 from mripipe.core.errors import InputError
 
 Item = dict[str, torch.Tensor]
 
 
-def _check(augment: float) -> None:
-    if not 0.0 <= augment <= 1.0:
-        raise InputError(f"augment must be in [0, 1], got {augment}")
+@dataclass(frozen=True)
+class Recipe:
+    """The recipe's probability and magnitudes at one strength (both implementations read it)."""
+
+    p: float  # probability of each transform
+    rotate: float  # rotation range (rad), each axis
+    scale: float  # scaling range, each axis
+    offset: float  # intensity shift range
+    factor: float  # intensity scale range
+    std: float  # noise standard deviation, upper bound
+
+    @classmethod
+    def at(cls, augment: float) -> Recipe:
+        if not 0.0 <= augment <= 1.0:
+            raise InputError(f"augment must be in [0, 1], got {augment}")
+        return cls(p=0.5 * augment, rotate=0.1 * augment, scale=0.1 * augment,
+                   offset=0.1 * augment, factor=0.1 * augment, std=0.05 * augment)
 
 
 def augmentation(
@@ -69,53 +87,52 @@ def augmentation(
     Returns:
         A MONAI ``Compose`` of dictionary transforms (call ``set_random_state`` to seed it).
     """
-    _check(augment)
+    r = Recipe.at(augment)
     if augment == 0.0:
         return Compose([])
     image_keys = list(keys)
     spatial_keys = image_keys + ([label_key] if label_key else [])
     modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key else [])
-    p = 0.5 * augment
-    rot = 0.1 * augment
     return Compose(
         [
-            *(RandFlipd(keys=spatial_keys, prob=p, spatial_axis=axis) for axis in range(3)),
+            *(RandFlipd(keys=spatial_keys, prob=r.p, spatial_axis=axis) for axis in range(3)),
             RandAffined(
                 keys=spatial_keys,
-                prob=p,
-                rotate_range=(rot, rot, rot),
-                scale_range=(0.1 * augment,) * 3,
+                prob=r.p,
+                rotate_range=(r.rotate,) * 3,
+                scale_range=(r.scale,) * 3,
                 mode=modes,
                 padding_mode="zeros",
                 spatial_size=tuple(spatial_size) if spatial_size else None,
                 cache_grid=spatial_size is not None,
             ),
-            RandShiftIntensityd(keys=image_keys, offsets=0.1 * augment, prob=p),
-            RandScaleIntensityd(keys=image_keys, factors=0.1 * augment, prob=p),
-            RandGaussianNoised(keys=image_keys, prob=p, mean=0.0, std=0.05 * augment,
-                               dtype=np.float32),
+            RandShiftIntensityd(keys=image_keys, offsets=r.offset, prob=r.p),
+            RandScaleIntensityd(keys=image_keys, factors=r.factor, prob=r.p),
+            RandGaussianNoised(keys=image_keys, prob=r.p, mean=0.0, std=r.std, dtype=np.float32),
         ]
     )
 
 
-def _rotation(radians: Sequence[float]) -> torch.Tensor:
-    """MONAI ``create_rotate(3, radians, backend="torch")``, intrinsic "XYZ", op for op."""
-    affine = torch.eye(4)
-    for axis, radian in enumerate(radians):
-        sin_ = torch.sin(torch.as_tensor(radian, dtype=torch.float32))
-        cos_ = torch.cos(torch.as_tensor(radian, dtype=torch.float32))
-        r = torch.eye(4)
-        if axis == 0:
-            r[1, 1], r[1, 2] = cos_, -sin_
-            r[2, 1], r[2, 2] = sin_, cos_
-        elif axis == 1:
-            r[0, 0], r[0, 2] = cos_, sin_
-            r[2, 0], r[2, 2] = -sin_, cos_
-        else:
-            r[0, 0], r[0, 1] = cos_, -sin_
-            r[1, 0], r[1, 1] = sin_, cos_
-        affine = affine @ r
-    return affine
+def seeded_reference(
+    augment: float, label_key: str | None, spatial_size: Sequence[int] | None,
+    state: np.random.RandomState,
+) -> Callable[[Item], Item]:
+    """:func:`augmentation` on image key ``"image"``, every transform drawing from ``state``, on
+    plain tensors (no MetaTensor tracking): what :class:`Augmenter` must equal."""
+    compose = augmentation(augment, ["image"], label_key, spatial_size)
+    for t in compose.transforms:
+        if isinstance(t, Randomizable):
+            t.set_random_state(state=state)
+
+    def run(item: Item) -> Item:
+        set_track_meta(False)
+        try:
+            out = compose(dict(item))
+        finally:
+            set_track_meta(True)
+        return {k: torch.as_tensor(v).as_subclass(torch.Tensor) for k, v in out.items()}
+
+    return run
 
 
 class Augmenter:
@@ -128,15 +145,9 @@ class Augmenter:
     """
 
     def __init__(self, augment: float, label_key: str | None = None) -> None:
-        _check(augment)
+        self.r = Recipe.at(augment)
         self.augment = augment
         self.label_key = label_key
-        self.p = 0.5 * augment
-        self.rot = 0.1 * augment
-        self.scale = 0.1 * augment
-        self.offset = 0.1 * augment
-        self.factor = 0.1 * augment
-        self.std = 0.05 * augment
         self._grids: dict[tuple[int, ...], torch.Tensor] = {}
 
     def __call__(self, item: Item, state: np.random.RandomState) -> Item:
@@ -145,20 +156,21 @@ class Augmenter:
         keys = ["image"] + ([self.label_key] if self.label_key else [])
         d = dict(item)
         for axis in range(3):  # RandFlipd: one draw each
-            if state.rand() < self.p:
+            if state.rand() < self.r.p:
                 for key in keys:
                     d[key] = torch.flip(d[key], [axis + 1])
         self._affine(d, keys, state)
         image = d["image"]
-        if state.rand() < self.p:  # RandShiftIntensityd: its draw, the shifter's, the offset
+        r = self.r
+        if state.rand() < r.p:  # RandShiftIntensityd: its draw, the shifter's, the offset
             state.rand()
-            image = image + state.uniform(low=-self.offset, high=self.offset)
-        if state.rand() < self.p:  # RandScaleIntensityd
+            image = image + state.uniform(low=-r.offset, high=r.offset)
+        if state.rand() < r.p:  # RandScaleIntensityd
             state.rand()
-            image = image * (1 + state.uniform(low=-self.factor, high=self.factor))
-        if state.rand() < self.p:  # RandGaussianNoised: draws, std, then the noise itself
+            image = image * (1 + state.uniform(low=-r.factor, high=r.factor))
+        if state.rand() < r.p:  # RandGaussianNoised: draws, std, then the noise itself
             state.rand()
-            std = state.uniform(0, self.std)
+            std = state.uniform(0, r.std)
             noise = state.normal(0.0, std, size=tuple(image.shape)).astype(np.float32)
             image = image + torch.from_numpy(noise)
         d["image"] = image
@@ -166,13 +178,13 @@ class Augmenter:
 
     def _params(self, state: np.random.RandomState) -> tuple[list[float], list[float]]:
         """RandAffineGrid.randomize: three rotations, then three scales (1 + uniform)."""
-        rotate = [state.uniform(-self.rot, self.rot) for _ in range(3)]
-        scale = [state.uniform(-self.scale, self.scale) + 1.0 for _ in range(3)]
+        rotate = [state.uniform(-self.r.rotate, self.r.rotate) for _ in range(3)]
+        scale = [state.uniform(-self.r.scale, self.r.scale) + 1.0 for _ in range(3)]
         return rotate, scale
 
     def _affine(self, d: Item, keys: list[str], state: np.random.RandomState) -> None:
         """RandAffined: same draws (used and discarded), same grid, same float64 resampling."""
-        do = state.rand() < self.p
+        do = state.rand() < self.r.p
         state.rand()  # RandAffine's own coin (prob 1.0)
         self._params(state)  # drawn and discarded by RandAffine.randomize
         if not do:
@@ -185,9 +197,9 @@ class Augmenter:
             grid = torch.as_tensor(create_grid(spatial_size=shape, backend="torch"),
                                    dtype=torch.float32)
             self._grids[shape] = grid
-        affine = torch.eye(4)
-        affine @= _rotation(rotate)
-        affine @= torch.diag(torch.as_tensor((*scale, 1.0)))
+        affine = torch.eye(4)  # AffineGrid's composition, with MONAI's own builders
+        affine @= torch.as_tensor(create_rotate(3, rotate, backend="torch"))
+        affine @= torch.as_tensor(create_scale(3, scale, backend="torch"))
         grid = (affine @ grid.view((grid.shape[0], -1))).view([-1, *shape])
         # Resample (torch backend, norm_coords): (x, y, z) reversed for grid_sample, in float64.
         grid_t = torch.movedim(grid[[2, 1, 0]], 0, -1).to(torch.float64).unsqueeze(0)

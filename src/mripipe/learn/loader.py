@@ -85,13 +85,12 @@ class _AugmentedDataset(Dataset[dict[str, torch.Tensor]]):
         self.seed = seed
         self.epoch = epoch
         self.augmenter = Augmenter(augment, "label" if has_label else None)
-        self.active = augment > 0.0
         # One random stream for the whole recipe, re-seeded per item (the MONAI transforms would
         # share it through set_random_state(state=...); Augmenter replays them bit for bit).
         self.state = np.random.RandomState(derive_seed(seed, "augment", epoch))
 
     def _augment(self, item: dict[str, Any], index: int) -> dict[str, Any]:
-        if not self.active:
+        if self.augmenter.augment == 0.0:
             return item
         self.state.seed(derive_seed(self.seed, "augment", self.epoch, index))
         return self.augmenter(item, self.state)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.data import set_track_meta
-from monai.transforms import Randomizable
 
 from mripipe.core.errors import InputError
-from mripipe.learn.augment import Augmenter, augmentation
+from mripipe.learn.augment import Augmenter, augmentation, seeded_reference
 
 torch.set_num_threads(1)
 
@@ -17,17 +15,10 @@ torch.set_num_threads(1)
 def monai_run(augment: float, item: dict[str, torch.Tensor], seed: int, label: bool,
               size: list[int] | None) -> tuple[dict[str, torch.Tensor], float]:
     """The MONAI Compose on a seeded shared stream; also the stream's next draw."""
-    compose = augmentation(augment, ["image"], "label" if label else None, size)
     state = np.random.RandomState(seed)
-    for t in compose.transforms:
-        if isinstance(t, Randomizable):
-            t.set_random_state(state=state)
-    set_track_meta(False)
-    try:
-        out = compose({k: v.clone() for k, v in item.items()})
-    finally:
-        set_track_meta(True)
-    return {k: torch.as_tensor(v).as_subclass(torch.Tensor) for k, v in out.items()}, state.rand()
+    out = seeded_reference(augment, "label" if label else None, size, state)(
+        {k: v.clone() for k, v in item.items()})
+    return out, state.rand()
 
 
 def ours_run(augmenter: Augmenter, item: dict[str, torch.Tensor], seed: int
