@@ -3,7 +3,7 @@
 Each trial is its own process, as Snakemake's trial jobs are. It takes a slot from
 :func:`mripipe.core.devices.allocate` with ``per_device=k`` (``train.trials_per_gpu``), builds
 the default config's ``lesion_seg`` network (trial 0's parameters), and runs ``--steps`` real
-training steps (:func:`mripipe.learn.trainer.train_step`, AMP on CUDA) on synthetic blob
+training steps (:func:`mripipe.learn.loop.train_step`, AMP on CUDA) on synthetic blob
 patches of the configured size and batch. ``--trials`` trials run with ``k x devices`` at a time,
 and the wall time of the whole batch gives trials/hour. k = 1 is the baseline measured in the
 same run; the ratio is printed for each k (target on one GPU: k = 4 >= 3x k = 1).
@@ -38,7 +38,7 @@ from mripipe.core.devices import allocate, visible_devices
 from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model
 from mripipe.learn.search import resolve_params
-from mripipe.learn.trainer import make_optimizer, train_step
+from mripipe.learn.loop import make_optimizer, train_step
 
 log = logging.getLogger("bench_hpo_throughput")
 REPO = Path(__file__).resolve().parents[1]

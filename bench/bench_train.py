@@ -1,7 +1,7 @@
 """Training throughput (samples/s) and the input-pipeline overhead of a training step.
 
 Full step: the real ``segmentation_loader`` (augmentation, workers, pinned memory), transfer to
-the device and ``mripipe.learn.trainer.train_step`` (forward, loss, backward, optimiser; AMP on CUDA).
+the device and ``mripipe.learn.loop.train_step`` (forward, loss, backward, optimiser; AMP on CUDA).
 Model-only step: ``train_step`` on one batch already on the device. The ratio
 full / model-only is printed last (target <= 1.10 on CUDA, where the loader must hide behind the
 GPU; on a CPU both share the same cores, so the ratio only shows the loader's share).
@@ -35,7 +35,7 @@ from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model
 from mripipe.learn.patches import extract_patches
 from mripipe.learn.search import resolve_params
-from mripipe.learn.trainer import make_optimizer, train_step
+from mripipe.learn.loop import make_optimizer, train_step
 
 SHAPE = (64, 72, 64)
 

@@ -9,7 +9,7 @@ model package (``results/lesion_seg/model``) for the inference weights. It measu
    sampling + augmentation in the DataLoader, host-to-device copy, forward, backward, optimiser)
    for several DataLoader worker counts, against the model-only step on batches already on the
    device; their ratio (goal <= 1.10), samples/s and peak GPU memory;
-2. **determinism**: the same seed trained twice through :func:`mripipe.learn.trainer.fit` (with
+2. **determinism**: the same seed trained twice through :func:`mripipe.learn.loop.fit` (with
    sliding-window validation), with cuDNN autotuning (the CUDA default) and in deterministic
    mode; the largest differences of history and weights, and what deterministic mode costs;
 3. **sliding-window inference**: scans/s on the GPU (float32 and AMP, two window batches) and
@@ -48,8 +48,8 @@ from mripipe.learn.loader import segmentation_loader
 from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model, segment_probability
 from mripipe.learn.search import resolve_params
-from mripipe.learn.trainer import fit, make_optimizer, seed_everything, train_step
-from mripipe.learn.validators import ValScan, segmentation_validator
+from mripipe.learn.loop import fit, make_optimizer, seed_everything, train_step
+from mripipe.learn.monitor import ValScan, segmentation_validator
 
 log = logging.getLogger("gpu_check")
 REPO = Path(__file__).resolve().parents[1]

@@ -110,7 +110,7 @@ def _preprocess_commands(sub: Any) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="master seed (registration sampling)")
-    p.set_defaults(func=_run("preprocess.status", "cli_preprocess_recorded"))
+    p.set_defaults(func=_run("preprocess.preprocess", "cli_preprocess_recorded"))
 
     p = sub.add_parser("ready", help="the scans that made it through preprocessing, and those that did not")
     _common(p)
@@ -119,7 +119,7 @@ def _preprocess_commands(sub: Any) -> None:
     p.add_argument("--preprocessed", required=True, help="results/preprocessed")
     p.add_argument("--out", required=True, help="results/manifest.ready.tsv")
     p.add_argument("--excluded", required=True, help="results/excluded.tsv")
-    p.set_defaults(func=_run("preprocess.status", "cli_ready"))
+    p.set_defaults(func=_run("preprocess.ready", "cli_ready"))
 
     p = sub.add_parser("qc-table", help="gather per-scan qc.json into a table and a plot")
     _common(p)
@@ -193,7 +193,7 @@ def _learn_commands(sub: Any) -> None:
     p.add_argument("--trials", nargs="+", required=True, help="the rung's folders (trials or slots)")
     p.add_argument("--previous", default=None, help="rung > 0: the previous rung's file")
     p.add_argument("--out", required=True, help="results/{experiment}/rungs/rung-{r}.json")
-    p.set_defaults(func=_run("learn.rungs", "cli_rung"))
+    p.set_defaults(func=_run("learn.rung", "cli_rung"))
 
 
 def _select_commands(sub: Any) -> None:
@@ -205,9 +205,9 @@ def _select_commands(sub: Any) -> None:
     p.add_argument("--out", required=True, help="results/{experiment}/choice.json")
     p.add_argument("--rungs", nargs="*", default=[],
                    help="successive halving: the ranked rungs' files; --trials are the last rung's slots")
-    p.set_defaults(func=_run("learn.select", "cli_choose"))
+    p.set_defaults(func=_run("learn.choose", "cli_choose"))
 
-    p = sub.add_parser("select", help="pick the best trial on the validation metric only")
+    p = sub.add_parser("package", help="the model package of the chosen trial and selected.json")
     _common(p)
     p.add_argument("--experiment", required=True)
     p.add_argument("--choice", default=None, help="results/{experiment}/choice.json (mripipe choose)")
@@ -227,7 +227,7 @@ def _select_commands(sub: Any) -> None:
                    help='JSON {"preprocess": {...}, "predict": {...}, "threshold": t, "seed": s}')
     p.add_argument("--rungs", nargs="*", default=[],
                    help="successive halving: the ranked rungs' files; --trials are the last rung's slots")
-    p.set_defaults(func=_run("learn.select", "cli_select"))
+    p.set_defaults(func=_run("learn.package", "cli_package"))
 
 
 def _infer_evaluate_commands(sub: Any) -> None:
@@ -271,7 +271,7 @@ def _infer_evaluate_commands(sub: Any) -> None:
     p.add_argument("--preprocessed", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_run("evaluate.evaluation", "cli_evaluate"))
+    p.set_defaults(func=_run("evaluate.evaluate", "cli_evaluate"))
 
     p = sub.add_parser(
         "evaluate-detection", help="lesion-level FROC/AP of any folder of maps against label maps"
@@ -282,7 +282,7 @@ def _infer_evaluate_commands(sub: Any) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--min-iou", type=float, default=0.1)
     p.add_argument("--threshold", type=float, default=None)
-    p.set_defaults(func=_run("evaluate.detection", "cli_evaluate_detection"))
+    p.set_defaults(func=_run("evaluate.evaluate_detection", "cli_evaluate_detection"))
 
     p = sub.add_parser("summarise", help="headline metrics of every experiment")
     _common(p)
@@ -305,14 +305,14 @@ def _report_commands(sub: Any) -> None:
     p.add_argument("--selected", required=True, help="results/{experiment}/selected.json")
     p.add_argument("--metrics", required=True, help="results/{experiment}/eval/metrics.json")
     p.add_argument("--out-dir", required=True, help="results/{experiment}/training")
-    p.set_defaults(func=_run("evaluate.pages", "cli_report_training"))
+    p.set_defaults(func=_run("evaluate.report", "cli_report_training"))
 
     p = sub.add_parser("report-data", help="the validation problems and excluded scans as a page")
     _common(p)
     p.add_argument("--validation", required=True, help="results/validation.tsv")
     p.add_argument("--excluded", required=True, help="results/excluded.tsv")
     p.add_argument("--out", required=True, help="results/data.html")
-    p.set_defaults(func=_run("evaluate.pages", "cli_report_data"))
+    p.set_defaults(func=_run("evaluate.report", "cli_report_data"))
 
     p = sub.add_parser("reproduce", help="re-run HEAD from a clean state in a temporary copy; "
                        "compare every headline metric with the published result")
@@ -322,7 +322,7 @@ def _report_commands(sub: Any) -> None:
     p.add_argument("--summary", default=None, help="compare this summary.json instead of running")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is logged)")
-    p.set_defaults(func=_run("evaluate.rerun", "cli_reproduce"))
+    p.set_defaults(func=_run("evaluate.reproduce", "cli_reproduce"))
 
     p = sub.add_parser("publish", help="write the published result from a clean run of HEAD")
     p.add_argument("--log", default=None)
@@ -330,7 +330,7 @@ def _report_commands(sub: Any) -> None:
     p.add_argument("--summary", default=None, help="publish this (fresh) summary.json instead of running")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--allow-dirty", action="store_true", help="publish with uncommitted changes")
-    p.set_defaults(func=_run("evaluate.rerun", "cli_publish"))
+    p.set_defaults(func=_run("evaluate.reproduce", "cli_publish"))
 
 
 def _track_commands(sub: Any) -> None:

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 # the daemons run as their own users (munge, mysql): their folder lies outside pytest's private tmp
 RUN_DIR = Path("/tmp/mripipe-slurm")
 SITE = HERE / "site"  # the test cluster's site profile (account, partition, runtime)
-LOCAL_RULES = {"manifest", "split", "search_init", "select", "summarise", "all"}
+LOCAL_RULES = {"manifest", "split", "search_init", "package", "summarise", "all"}
 GPU_RULES = {"train", "predict"}
 SNAKEMAKE_TIMEOUT_S = 1500  # the plugin waits forever when sacct cannot reach accounting
 DAEMONS = ("munge/munged.pid", "mysql/mysqld.pid", "pid/slurmdbd.pid", "pid/slurmctld.pid",

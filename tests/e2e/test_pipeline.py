@@ -211,9 +211,9 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path, run_snakemak
                                                 {"phantom", "manifest", "validate"}),
         # bootstrap statistics: evaluation, not training or inference
         "src/mripipe/evaluate/stats.py": ({"evaluate": 2, "summarise": 1},
-                                         {"preprocess", "train", "predict", "select", "patches"}),
+                                         {"preprocess", "train", "predict", "package", "patches"}),
         # the training loop: the trials and what follows, not the data
-        "src/mripipe/learn/trainer.py": ({"train": 2, "select": 2},
+        "src/mripipe/learn/loop.py": ({"train": 2, "package": 2},
                                          {"preprocess", "patches", "split", "manifest"}),
         # a new manifest (say, one more scan) re-validates but re-plans no scan's preprocessing
         "results/manifest.tsv": ({"validate": 1}, {"preprocess", "manifest", "phantom"}),

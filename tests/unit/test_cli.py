@@ -10,7 +10,7 @@ from mripipe.cli import build_parser, main
 
 STAGES = [
     "phantom", "dicom", "manifest", "validate", "ready", "fingerprint", "preprocess", "qc-table", "split", "patches",
-    "search-init", "train", "select", "predict", "evaluate", "evaluate-detection", "summarise",
+    "search-init", "train", "package", "predict", "evaluate", "evaluate-detection", "summarise",
     "where",
 ]
 
@@ -88,8 +88,8 @@ def test_bad_input_error_names_the_file_in_the_log(tmp_path: Path) -> None:
 def test_command_module_names_what_a_rule_executes() -> None:
     from mripipe.cli import command_module
 
-    assert command_module("preprocess") == "mripipe.preprocess.status"  # records failures, runs pipeline
-    assert command_module("evaluate") == "mripipe.evaluate.evaluation"
+    assert command_module("preprocess") == "mripipe.preprocess.preprocess"  # records failures, runs pipeline
+    assert command_module("evaluate") == "mripipe.evaluate.evaluate"
     with pytest.raises(KeyError):
         command_module("nope")
 

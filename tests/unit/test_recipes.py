@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mripipe.evaluate.reproduce import headline_values
+from mripipe.evaluate.compare import headline_values
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))

@@ -117,14 +117,14 @@ def _job_counts(out: str) -> dict[str, int]:
 
 def test_successive_halving_rungs_are_dag_jobs(tmp_path: Path) -> None:
     """4 trials, rungs 2, eta 2: 4 trials of 4 epochs (10 // 2, cut to val_every 2), one `rung`
-    job, 2 slots continuing to 10 epochs, and select reads the slots; rungs 1 has no rung job."""
+    job, 2 slots continuing to 10 epochs, and choose reads the slots; rungs 1 has no rung job."""
     exp = "experiments: {x: {task: segmentation, search: {n_trials: 4, rungs: %d}}}\n"
     for name in ("two", "one", "bad"):
         (tmp_path / name).mkdir()
     proc = _dry_run(exp % 2, tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-2000:]
     counts = _job_counts(proc.stdout)
-    assert (counts["train"], counts["rung"], counts["train_rung"], counts["select"]) == (4, 1, 2, 1)
+    assert (counts["train"], counts["rung"], counts["train_rung"], counts["package"]) == (4, 1, 2, 1)
     assert "results/x/rungs/1/slot-001/val_metrics.json" in proc.stdout
     assert "wildcards: experiment=x, rung=1, slot=001" in proc.stdout
     plain = _dry_run(exp % 1, tmp_path / "one")
@@ -135,23 +135,23 @@ def test_successive_halving_rungs_are_dag_jobs(tmp_path: Path) -> None:
 
 def test_fold_ensemble_jobs(tmp_path: Path) -> None:
     """split.n_folds 3, search on fold 1: `choose` fixes the trial, two `train_fold` jobs train it
-    on folds 0 and 2 with the full budget, and one `select` packages the three; n_folds 1 has no
-    fold job and the same choose and select."""
+    on folds 0 and 2 with the full budget, and one `package` packages the three; n_folds 1 has no
+    fold job and the same choose and package."""
     exp = "split: {n_folds: %d}\nexperiments: {x: {task: segmentation, fold: %d, search: {n_trials: 2}}}\n"
     for name in ("three", "one"):
         (tmp_path / name).mkdir()
     proc = _dry_run(exp % (3, 1), tmp_path / "three")
     assert proc.returncode == 0, proc.stderr[-2000:]
     counts = _job_counts(proc.stdout)
-    assert (counts["train"], counts["choose"], counts["train_fold"], counts["select"]) == (2, 1, 2, 1)
+    assert (counts["train"], counts["choose"], counts["train_fold"], counts["package"]) == (2, 1, 2, 1)
     for fold in (0, 2):
         assert f"wildcards: experiment=x, fold={fold}\n" in proc.stdout
     assert "results/x/folds/fold-1/" not in proc.stdout  # the search fold's member is the trial
-    select = proc.stdout.split("rule select:", 1)[1].split("output:", 1)[0]
+    select = proc.stdout.split("rule package:", 1)[1].split("output:", 1)[0]
     assert ("results/x/choice.json, results/x/folds/fold-0/val_metrics.json, "
             "results/x/folds/fold-2/val_metrics.json") in select
     plain = _dry_run(exp % (1, 0), tmp_path / "one")
     assert plain.returncode == 0, plain.stderr[-2000:]
     counts = _job_counts(plain.stdout)
-    assert "train_fold" not in counts and (counts["choose"], counts["select"]) == (1, 1)
+    assert "train_fold" not in counts and (counts["choose"], counts["package"]) == (1, 1)
     assert "results/x/folds" not in plain.stdout

@@ -14,7 +14,7 @@ from mripipe.cli import command_module  # noqa: E402
 from mripipe.core.codegraph import code_files  # noqa: E402
 from mripipe.data.manifest import channel_columns  # noqa: E402
 from mripipe.learn.folds import other_folds  # noqa: E402
-from mripipe.learn.ladder import ladder  # noqa: E402
+from mripipe.learn.halving import ladder  # noqa: E402
 
 SEED = config["seed"]
 EXPERIMENTS = sorted(config["experiments"])
@@ -145,7 +145,7 @@ def trial_metrics(wildcards):
 
 # Successive halving (search.rungs > 1): rung 0 is the trials above, stopped at their rung's
 # budget; rung r >= 1 is slots 0..n-1 under rungs/{r}/, each continuing the survivor of that rank
-# in rungs/rung-{r-1}.json. With rungs: 1 there is no rung job and select reads the trials.
+# in rungs/rung-{r-1}.json. With rungs: 1 there is no rung job and choose reads the trials.
 def experiment_ladder(wildcards):
     return ladder(config["experiments"][wildcards.experiment])
 
@@ -190,7 +190,7 @@ def promoted_from(wildcards):
 
 
 def final_trials(wildcards):
-    """The folders select chooses among: the last rung's (the trials, with rungs: 1)."""
+    """The folders choose chooses among: the last rung's (the trials, with rungs: 1)."""
     return rung_dirs(wildcards, len(experiment_ladder(wildcards)) - 1)
 
 
@@ -209,7 +209,7 @@ def ladder_args(wildcards):
 
 
 # k-fold ensembles (split.n_folds > 1, see mripipe.learn.folds): `choose` fixes the selected
-# trial, fold f's `train_fold` job trains it on fold f with the full budget, and select packages
+# trial, fold f's `train_fold` job trains it on fold f with the full budget, and package packages
 # the search fold's trial with the fold models. With n_folds: 1 there is no fold job.
 def fold_dirs(wildcards):
     folds = other_folds(config["experiments"][wildcards.experiment], int(config["split"]["n_folds"]))

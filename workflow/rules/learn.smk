@@ -8,7 +8,7 @@ localrules:
     search_init,
     rung,
     choose,
-    select,
+    package,
 
 
 rule split:
@@ -115,7 +115,7 @@ rule train:
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
 
 
-# Successive halving (search.rungs > 1, see mripipe.learn.ladder): `rung` ranks rung r on
+# Successive halving (search.rungs > 1, see mripipe.learn.halving): `rung` ranks rung r on
 # validation; slot k of rung r+1 continues the k-th survivor from its own last.pt to the larger
 # budget. Trial ids come from the rung file at run time, so the DAG stays static.
 
@@ -184,7 +184,7 @@ def package_params(wildcards):
     and the evaluation's lesion matching (the candidate threshold is chosen with it)."""
     ev = config["evaluate"]
     matching = {k: ev[k] for k in ("min_overlap", "overlap_measure", "interpolate")}
-    # multi-class: which class's candidates select chooses the threshold on (only when set, so a
+    # multi-class: which class's candidates package chooses the threshold on (only when set, so a
     # binary run's command line is unchanged)
     matching |= {k: ev[k] for k in ("detection_classes", "regions", "candidate_threshold") if ev[k]}
     return json.dumps({"preprocess": config["preprocess"], "predict": config["predict"],
@@ -192,7 +192,7 @@ def package_params(wildcards):
 
 
 # The choice comes first (choice.json), then the fold jobs train it on the other folds
-# (split.n_folds > 1), then select writes the package from the fold models and selected.json.
+# (split.n_folds > 1), then package writes the package from the fold models and selected.json.
 
 
 rule choose:
@@ -253,7 +253,7 @@ rule train_fold:
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
 
 
-rule select:
+rule package:
     input:
         choice="results/{experiment}/choice.json",
         folds=fold_metrics,
@@ -262,7 +262,7 @@ rule select:
         splits="results/splits.json",
         fingerprint="results/fingerprint.json",
         patches="results/patches/volumes.tsv",
-        code=code("select"),
+        code=code("package"),
     output:
         json="results/{experiment}/selected.json",
         model=directory("results/{experiment}/model"),
@@ -271,9 +271,9 @@ rule select:
         package=package_params,
         folds=fold_args,
     log:
-        "logs/{experiment}/select.log",
+        "logs/{experiment}/package.log",
     shell:
-        "mripipe select --experiment {wildcards.experiment} --choice {input.choice} "
+        "mripipe package --experiment {wildcards.experiment} --choice {input.choice} "
         "--search {input.search} --params {params.cfg:q} --out {output.json} "
         "--model-dir {output.model} --manifest {input.manifest} --splits {input.splits} "
         "--fingerprint {input.fingerprint} --patches results/patches "

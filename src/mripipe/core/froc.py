@@ -1,6 +1,6 @@
 """Lesion-level aggregation over scans: FROC curve, sensitivity at k FP, FROC score, AP, AUROC.
 
-Definitions as in DESIGN.md (see :mod:`mripipe.core.detection` for candidates and matching): FROC =
+Definitions as in DESIGN.md (see :mod:`mripipe.core.matching` for candidates and matching): FROC =
 sensitivity against mean FP per scan over every score threshold; sensitivity at k FP per scan =
 best reachable operating point with FP <= k (linear interpolation as an option); FROC score = mean
 at 1/8 ... 8 FP per scan; AP = scikit-learn's step integral with recall over all lesions (a miss is never
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mripipe.core.ranking import average_precision, roc_auc
+from mripipe.core.roc import average_precision, roc_auc
 
 log = logging.getLogger(__name__)
 

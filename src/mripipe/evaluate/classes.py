@@ -34,7 +34,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from mripipe.core.config import param
-from mripipe.core.detection import detect_scan, find_candidates
+from mripipe.core.matching import detect_scan, find_candidates
 from mripipe.core.errors import InputError
 from mripipe.core.froc import FP_RATES, ScanDetections, detection_metrics
 from mripipe.core.imageio import read_image, to_array

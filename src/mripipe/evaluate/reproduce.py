@@ -1,232 +1,220 @@
-"""Compare a reproduced ``results/summary.json`` with a published one, metric by metric.
+"""``mripipe reproduce`` and ``mripipe publish``: run the pipeline from a clean state in a fresh
+copy of the current commit, then compare its summary with the published one (or write it).
 
-The published file (``published/phantom/summary.json``, written by ``mripipe publish``) holds
-the summary (every experiment's headline metrics with their 95 % bootstrap CIs, as
-:mod:`mripipe.evaluate.summarise` writes them) and where it was produced: commit, platform,
-Python, torch, device, date.
-
-Tolerance:
-
-- ``identical``: the reproduction ran on the CPU of the same platform (OS and architecture) with
-  the same torch version as the published run, also on CPU: every number must be equal (the CPU
-  path is seeded and deterministic).
-- ``ci95``: another platform, another torch, or a GPU on either side: each metric must lie inside
-  the published 95 % CI; a number without a CI (counts such as ``n_scans``) must still be equal.
-
-Strings (``task``, ``space``) are always compared for equality. :func:`compare` works on any
-reference dict of the summary's shape, so a recipe's ``reference:`` block is checked the same way.
+The copy is a ``git clone --shared`` of ``HEAD`` in a temporary folder: uncommitted changes are
+not part of it (a warning says so), the user's ``data/``, ``results/`` and ``mlflow.db`` are
+never read or written, and the package that runs is the copy's ``src/`` (``PYTHONPATH``), with
+the tools of this environment (the venv is reused). Only the comparison table
+(``results/reproduce.tsv``) or, for ``publish``, the published file comes back.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-import platform
-from collections.abc import Mapping
-from dataclasses import dataclass
-from importlib import metadata
-from typing import Any, TypeGuard
+import argparse
+import contextlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
 
 from mripipe.core.errors import InputError
+from mripipe.core.utils import atomic_path, interactive, read_json, write_json
+from mripipe.evaluate.compare import (
+    compare,
+    format_table,
+    platform_info,
+    published_doc,
+    table_tsv,
+    tolerance_mode,
+)
 
-IDENTICAL = "identical"
-CI95 = "ci95"
-CI_LOW, CI_HIGH = "_ci95_low", "_ci95_high"
-#: What must match for the ``identical`` tolerance (besides both runs being on the CPU).
-SAME_PLATFORM_KEYS = ("platform", "torch")
+log = logging.getLogger(__name__)
+
+PUBLISHED = Path("published/phantom/summary.json")
+TABLE = Path("results/reproduce.tsv")
+SUMMARY = "results/summary.json"
+STEPS = re.compile(r"(\d+) of (\d+) steps")
 
 
-@dataclass(frozen=True)
-class Row:
-    """One metric of the comparison.
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise InputError(f"{repo}: git {' '.join(args)} failed: {out.stderr.strip()}")
+    return out.stdout.strip()
 
-    Attributes:
-        metric: ``experiment/metric`` (e.g. ``lesion_seg/dice``).
-        published: the reference value (None when undefined or missing).
-        reproduced: the reproduced value (None when undefined or missing).
-        tolerance: ``identical``, ``equal`` (no CI) or ``95% CI [lo, hi]``.
-        ok: whether the reproduced value is within the tolerance.
-        note: why a row failed in words (``missing``, ``outside the CI``...), else empty.
+
+def fresh_copy(repo: Path, dest: Path) -> str:
+    """Clone ``repo``'s ``HEAD`` into the empty folder ``dest``; return the commit.
+
+    Uncommitted changes to tracked files are not in the copy: a warning names them.
     """
-
-    metric: str
-    published: Any
-    reproduced: Any
-    tolerance: str
-    ok: bool
-    note: str = ""
-
-    @property
-    def difference(self) -> float | None:
-        """reproduced - published, when both are numbers."""
-        if _number(self.published) and _number(self.reproduced):
-            return float(self.reproduced) - float(self.published)
-        return None
+    commit = _git(repo, "rev-parse", "HEAD")
+    dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    if dirty:
+        log.warning("uncommitted changes are not part of the reproduction (commit %s is):\n%s",
+                    commit[:12], dirty)
+    _git(repo, "clone", "--quiet", "--shared", "--no-checkout", str(repo.resolve()), str(dest))
+    _git(dest, "checkout", "--quiet", "--detach", commit)
+    return commit
 
 
-def _number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def gpu_present() -> bool:
+    """Whether the pipeline would train on a GPU here (it uses CUDA whenever it is present)."""
+    from mripipe.core.devices import visible_devices
+
+    return bool(visible_devices())
 
 
-def platform_info(device: str = "cpu") -> dict[str, str]:
-    """Where a run happens: platform (OS-architecture), CPU, Python, torch, device, date (UTC)."""
+def run_pipeline(workdir: Path, cores: int, configfile: str | None, log_path: Path) -> int:
+    """Run the whole DAG in ``workdir`` with this environment's tools; output goes to ``log_path``.
+
+    A progress bar follows Snakemake's "N of M steps" when stderr is a terminal; otherwise every
+    such line is logged. Returns Snakemake's exit status.
+    """
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(workdir / "src"), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "DVC_NO_ANALYTICS": "1"}
+    cmd = [str(bindir / "snakemake"), "--cores", str(cores), "--keep-going"]
+    if configfile:
+        cmd += ["--configfile", configfile]
+    log.info("running %s in %s (log: %s)", " ".join(cmd[1:]), workdir, log_path)
+    bar = tqdm(desc="reproduce", unit="job", disable=not interactive(), total=None)
+    with open(log_path, "w") as fh, subprocess.Popen(
+        cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            match = STEPS.search(line)
+            if match:
+                done, total = map(int, match.groups())
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+                if bar.disable:
+                    log.info("%s", line.strip())
+        code = proc.wait()
+    bar.close()
+    return code
+
+
+@contextlib.contextmanager
+def _workspace(keep: bool) -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="mripipe-reproduce-"))
+    ok = False
     try:
-        torch = metadata.version("torch").split("+")[0]
-    except metadata.PackageNotFoundError:
-        torch = "none"
-    return {
-        "platform": f"{platform.system()}-{platform.machine()}",
-        "cpu": _cpu_model(),
-        "python": platform.python_version(),
-        "torch": torch,
-        "device": device,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+        yield tmp
+        ok = True
+    finally:
+        if keep or not ok:
+            log.info("the reproduction is kept in %s", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def _link_data(repo: Path, work: Path) -> None:
+    """A recipe's dataset lives in the user's ``data/`` (only read): link each entry the copy lacks."""
+    src = repo / "data"
+    if not src.is_dir():
+        return
+    (work / "data").mkdir(exist_ok=True)
+    for entry in src.iterdir():
+        target = work / "data" / entry.name
+        if not target.exists():
+            target.symlink_to(entry.resolve())
 
 
-def tolerance_mode(published: Mapping[str, Any], here: Mapping[str, Any]) -> str:
-    """``identical`` when both runs are on the CPU of the same platform and torch, else ``ci95``.
+def fresh_run(repo: Path, cores: int, recipe: Path | None, keep: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The summary of a clean run of ``HEAD`` (with ``recipe`` as its config, if given), and its
+    provenance (:func:`~mripipe.evaluate.compare.platform_info` plus the commit)."""
+    here = platform_info("cuda" if gpu_present() else "cpu")
+    with _workspace(keep) as tmp:
+        work = tmp / "repo"
+        commit = fresh_copy(repo, work)
+        if recipe is not None:
+            _link_data(repo, work)
+        code = run_pipeline(work, cores, str(recipe) if recipe else None, tmp / "snakemake.log")
+        if code != 0 or not (work / SUMMARY).is_file():
+            raise InputError(f"the reproduction run failed (snakemake exit {code}); its log: "
+                             f"{tmp / 'snakemake.log'}, the job logs: {work / 'logs'}")
+        summary = read_json(work / SUMMARY)
+    return summary, here | {"commit": commit}
+
+
+def reference_of(repo: Path, published: Path, recipe: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reference summary and its provenance: the published file, or a recipe's ``reference:``."""
+    if recipe is None:
+        doc = read_json(repo / published)
+        return doc, dict(doc.get("produced") or {})
+    cfg = yaml.safe_load((repo / recipe).read_text()) or {}
+    ref = cfg.get("reference") if isinstance(cfg, dict) else None
+    if not isinstance(ref, dict):
+        raise InputError(f"{recipe}: no 'reference:' block to compare with")
+    return ref, dict(ref.get("produced") or {})
+
+
+def reproduce(repo: Path, published: Path = PUBLISHED, recipe: Path | None = None, cores: int = 2,
+              keep: bool = False, summary: Path | None = None) -> tuple[str, int]:
+    """Re-run ``HEAD`` from a clean state and compare it with the published result.
 
     Args:
-        published: the published file's ``produced`` block (may be empty: then ``ci95``).
-        here: :func:`platform_info` of the reproduction.
-    """
-    same = all(published.get(k) and published.get(k) == here.get(k) for k in SAME_PLATFORM_KEYS)
-    cpu = published.get("device") == "cpu" and here.get("device") == "cpu"
-    return IDENTICAL if same and cpu else CI95
-
-
-def _normalise(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """One experiment's metrics in the summary's flat shape (``m``, ``m_ci95_low``, ``m_ci95_high``).
-
-    Also accepted (a recipe's ``reference:`` block): ``m: [value, low, high]`` and
-    ``m: {value: v, ci95: [low, high]}``.
-    """
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, list | tuple) and len(value) == 3:
-            out[key], out[key + CI_LOW], out[key + CI_HIGH] = value
-        elif isinstance(value, Mapping) and "value" in value:
-            out[key] = value["value"]
-            low, high = value.get("ci95") or (None, None)
-            out[key + CI_LOW], out[key + CI_HIGH] = low, high
-        elif not isinstance(value, Mapping | list | tuple):
-            out[key] = value
-    return out
-
-
-def headline_values(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{experiment: {metric: value, metric_ci95_low: ..., ...}}`` of a summary or a reference.
-
-    ``excluded`` (scans left out) contributes its count as ``excluded/n_scans``; ``produced``
-    (the published file's provenance) is skipped.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for name, block in summary.items():
-        if name == "produced":
-            continue
-        if not isinstance(block, Mapping):
-            raise InputError(f"summary entry {name!r}: expected a mapping of metrics, got {block!r}")
-        out[name] = {"n_scans": block.get("n_scans")} if name == "excluded" else _normalise(block)
-    return out
-
-
-def _compare_one(name: str, ref: Mapping[str, Any], got: Mapping[str, Any], key: str, mode: str) -> Row:
-    pub, rep = ref.get(key), got.get(key)
-    low, high = ref.get(key + CI_LOW), ref.get(key + CI_HIGH)
-    metric = f"{name}/{key}"
-    if key not in got:
-        return Row(metric, pub, None, "", False, "missing from the reproduction")
-    if mode == CI95 and _number(low) and _number(high) and _number(pub):
-        tol = f"95% CI [{low:.4g}, {high:.4g}]"
-        ok = _number(rep) and float(low) <= float(rep) <= float(high)
-        return Row(metric, pub, rep, tol, bool(ok), "" if ok else "outside the published CI")
-    tol = IDENTICAL if mode == IDENTICAL and _number(pub) else "equal"
-    ok = pub == rep or (_number(pub) and _number(rep) and float(pub) == float(rep))
-    return Row(metric, pub, rep, tol, bool(ok), "" if ok else "differs")
-
-
-def compare(reference: Mapping[str, Any], reproduced: Mapping[str, Any], mode: str) -> list[Row]:
-    """Every headline metric of ``reference`` checked against ``reproduced``.
-
-    Args:
-        reference: the published summary (or a recipe's ``reference:`` block), the shape of
-            ``results/summary.json``: ``{experiment: {metric, metric_ci95_low, metric_ci95_high}}``.
-        reproduced: the reproduced ``results/summary.json``.
-        mode: :data:`IDENTICAL` or :data:`CI95` (:func:`tolerance_mode`).
+        repo: the user's checkout (only its git history is read, and the table written).
+        published: the published file, relative to ``repo``.
+        recipe: compare a recipe's run with its ``reference:`` block instead.
+        cores: Snakemake's ``--cores``.
+        keep: keep the temporary copy (its path is logged).
+        summary: compare this summary instead of running (a run made elsewhere).
 
     Returns:
-        One row per metric of the reference (CI bounds are tolerances, not rows), in its order.
+        The table as text and the exit status (0: every metric within tolerance, 1: not).
     """
-    if mode not in (IDENTICAL, CI95):
-        raise ValueError(f"unknown tolerance mode {mode!r}")
-    ref, got = headline_values(reference), headline_values(reproduced)
-    rows = []
-    for name, metrics in ref.items():
-        theirs = got.get(name, {})
-        for key in metrics:
-            if key.endswith((CI_LOW, CI_HIGH)):
-                continue
-            rows.append(_compare_one(name, metrics, theirs, key, mode))
-    return rows
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def format_table(rows: list[Row], mode: str, published: Mapping[str, Any], here: Mapping[str, Any]) -> str:
-    """The side-by-side table (published, reproduced, difference, within tolerance?) as text,
-    with a header saying which tolerance applied and why, and a last line with the verdict."""
-    if mode == IDENTICAL:
-        why = (f"identical: CPU on the same platform ({here.get('platform')}, torch "
-               f"{here.get('torch')}) as the published run")
+    reference, produced = reference_of(repo, published, recipe)
+    if summary is None:
+        got, here = fresh_run(repo, cores, recipe, keep)
     else:
-        why = (f"within the published 95 % CIs: published on {published.get('platform', '?')} "
-               f"({published.get('device', '?')}, torch {published.get('torch', '?')}), reproduced on "
-               f"{here.get('platform')} ({here.get('device')}, torch {here.get('torch')})")
-    head = ("metric", "published", "reproduced", "difference", "tolerance", "ok")
-    body = [(r.metric, _fmt(r.published), _fmt(r.reproduced), _fmt(r.difference), r.tolerance,
-             "yes" if r.ok else f"NO ({r.note})") for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-    lines = [f"tolerance: {why}", ""]
-    for i, cells in enumerate([head, *body]):
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    bad = [r.metric for r in rows if not r.ok]
-    lines.append("")
-    lines.append(f"MISMATCH in {len(bad)} of {len(rows)} metrics: {', '.join(bad)}" if bad
-                 else f"all {len(rows)} metrics reproduced")
-    return "\n".join(lines)
+        got, here = read_json(summary), platform_info("cuda" if gpu_present() else "cpu")
+    mode = tolerance_mode(produced, here)
+    rows = compare(reference, got, mode)
+    with atomic_path(repo / TABLE) as tmp:
+        tmp.write_text(table_tsv(rows, mode))
+    head = (f"reference: {recipe or published} (commit {str(produced.get('commit', '?'))[:12]}, "
+            f"{produced.get('date', '?')}); reproduced: commit {str(here.get('commit', '?'))[:12]}")
+    text = f"{head}\n{format_table(rows, mode, produced, here)}\n(table: {TABLE})"
+    return text, 0 if all(r.ok for r in rows) else 1
 
 
-def table_tsv(rows: list[Row], mode: str) -> str:
-    """The comparison as TSV (one row per metric), e.g. for ``results/reproduce.tsv``."""
-    lines = ["metric\tpublished\treproduced\tdifference\ttolerance\tmode\tok\tnote"]
-    for r in rows:
-        lines.append("\t".join([r.metric, _fmt(r.published), _fmt(r.reproduced), _fmt(r.difference),
-                                r.tolerance, mode, str(r.ok).lower(), r.note]))
-    return "\n".join(lines) + "\n"
+def publish(repo: Path, out: Path = PUBLISHED, cores: int = 2, summary: Path | None = None,
+            allow_dirty: bool = False) -> str:
+    """Write the published file from a clean run of ``HEAD`` (or from ``summary``, a fresh
+    ``make run``'s). Refuses a checkout with uncommitted changes: the commit must describe the code."""
+    if not allow_dirty and _git(repo, "status", "--porcelain", "--untracked-files=no"):
+        raise InputError(f"{repo}: uncommitted changes; commit them first (the published file names the commit)")
+    if summary is None:
+        got, here = fresh_run(repo, cores, None, keep=False)
+    else:
+        got = read_json(summary)
+        here = platform_info("cuda" if gpu_present() else "cpu") | {"commit": _git(repo, "rev-parse", "HEAD")}
+    write_json(repo / out, published_doc(got, here))
+    return f"published {out} (commit {here['commit'][:12]}, {here['platform']}, {here['device']}, torch {here['torch']})"
 
 
-def published_doc(summary: Mapping[str, Any], produced: Mapping[str, Any]) -> dict[str, Any]:
-    """The published file: the summary plus ``produced`` (commit, platform, torch, device, date)."""
-    if "produced" in summary:
-        raise InputError("the summary already has a 'produced' block (is it a published file?)")
-    return {"produced": dict(produced), **summary}
+def cli_reproduce(ns: argparse.Namespace) -> tuple[str, int]:
+    """Adapter for ``mripipe reproduce``: the table to print and the exit status."""
+    return reproduce(Path.cwd(), Path(ns.published), Path(ns.recipe) if ns.recipe else None, ns.cores,
+                     ns.keep, Path(ns.summary) if ns.summary else None)
+
+
+def cli_publish(ns: argparse.Namespace) -> str:
+    """Adapter for ``mripipe publish``."""
+    return publish(Path.cwd(), Path(ns.out), ns.cores, Path(ns.summary) if ns.summary else None,
+                   ns.allow_dirty)

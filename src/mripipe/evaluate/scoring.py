@@ -21,7 +21,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from mripipe.core.config import param
-from mripipe.core.detection import detect_scan, find_candidates
+from mripipe.core.matching import detect_scan, find_candidates
 from mripipe.core.errors import InputError
 from mripipe.core.froc import ScanDetections
 from mripipe.core.imageio import read_image, to_array

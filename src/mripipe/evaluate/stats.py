@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mripipe.core.ranking import confusion, roc_auc
+from mripipe.core.roc import confusion, roc_auc
 from mripipe.core.utils import interactive, rng
 
 log = logging.getLogger(__name__)

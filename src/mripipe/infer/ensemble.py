@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mripipe.core.errors import InputError
-from mripipe.core.package import WEIGHTS_FILE
+from mripipe.core.package_format import WEIGHTS_FILE
 from mripipe.learn.networks import build_model
 
 log = logging.getLogger(__name__)

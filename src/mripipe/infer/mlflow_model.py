@@ -24,7 +24,7 @@ class PackageModel(PythonModel):
         """Load the package from the model's ``package`` artifact (CPU, or the first GPU)."""
         import torch
 
-        from mripipe.infer.package import load_package
+        from mripipe.infer.apply import load_package
 
         device = "cuda:0" if torch.cuda.is_available() else "cpu"
         self.package = load_package(context.artifacts["package"], device=device)

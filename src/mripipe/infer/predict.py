@@ -30,7 +30,7 @@ from mripipe.core.errors import InputError
 from mripipe.core.imageio import to_array, write_image
 from mripipe.core.utils import atomic_path, write_json
 from mripipe.data.manifest import held_out_scans
-from mripipe.infer.package import (
+from mripipe.infer.apply import (
     Package,
     class_volumes_ml,
     classify_folder,
@@ -39,7 +39,7 @@ from mripipe.infer.package import (
     package_labels,
     segment_folder,
 )
-from mripipe.infer.package import to_native as to_native
+from mripipe.infer.apply import to_native as to_native
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def predict_classification(pkg: Package, cases: pd.DataFrame, preprocessed: Path
 def cli_predict(ns: argparse.Namespace) -> None:
     """Adapter for ``mripipe predict``: apply the model package to the test scans."""
     from mripipe.core.devices import allocate
-    from mripipe.core.splits import load_splits
+    from mripipe.core.split_guard import load_splits
 
     splits = load_splits(ns.splits, "predict")
     cases = held_out_scans(Path(ns.manifest), list(splits["test"]))

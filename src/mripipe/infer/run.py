@@ -25,7 +25,7 @@ import torch
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import to_array, write_image
 from mripipe.core.utils import write_json
-from mripipe.infer.package import (
+from mripipe.infer.apply import (
     Package,
     class_volumes_ml,
     classify_folder,

@@ -1,7 +1,7 @@
 """k-fold selection and fold ensembles (``split.n_folds: k > 1``).
 
 The search (trials, rungs) runs on the experiment's ``fold`` (default 0). ``mripipe choose``
-(:func:`mripipe.learn.select.choose_trial`) then fixes the selected trial in
+(:func:`mripipe.learn.choose.choose_trial`) then fixes the selected trial in
 ``results/{experiment}/choice.json``, and one ``train_fold`` job per other fold ``f`` trains that
 trial's configuration on fold ``f`` from scratch (``results/{experiment}/folds/fold-{f}``): the
 same resolved parameters, the same seed (``derive_seed(seed, "train", experiment, trial)``), the

@@ -1,19 +1,25 @@
-"""Write the self-contained model package of the selected trial (``results/{experiment}/model/``)
-and log it to MLflow as a pyfunc model registered with the alias ``champion``.
+"""``mripipe package``: the self-contained model package of the chosen trial
+(``results/{experiment}/model/``) and ``selected.json``, logged to MLflow as a pyfunc model
+registered with the alias ``champion``.
 
-The package (format in :mod:`mripipe.core.package`) holds the weights as a bare ``state_dict``
+It reads ``choice.json`` (:mod:`mripipe.learn.choose`) and, with ``split.n_folds > 1``, the fold
+models (:mod:`mripipe.learn.folds`); the selected run is tagged ``selected=true`` and the parent
+(search) run gets ``selected_trial``.
+
+The package (format in :mod:`mripipe.core.package_format`) holds the weights as a bare ``state_dict``
 and ``model.json``: the trial's network definition, the channel names in order, the label
 names, the ``preprocess`` section and target spacing, the sliding-window settings, the
 post-processing, the training data's fingerprint and the MLflow run. ``mripipe infer`` and
-``predict`` (``mripipe.infer.package``) read only this folder, so what is evaluated is what is
+``predict`` (``mripipe.infer.apply``) read only this folder, so what is evaluated is what is
 shipped. The MLflow model wraps the same folder (``artifacts/package``) with the code model
 ``mripipe/infer/mlflow_model.py``, referenced by path: this module does not import ``infer``.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +28,12 @@ import torch
 
 from mripipe.core.errors import InputError
 from mripipe.core.labels import foreground
-from mripipe.core.package import FORMAT, META_FILE, WEIGHTS_FILE
-from mripipe.core.splits import load_splits
+from mripipe.core.package_format import FORMAT, META_FILE, WEIGHTS_FILE
+from mripipe.core.split_guard import load_splits
 from mripipe.core.utils import atomic_path, read_json, sha256_file, write_json
 from mripipe.data.manifest import channel_columns, read_manifest
+from mripipe.learn.choose import choose_trial
+from mripipe.learn.folds import fold_members, member_rows
 from mripipe.track import tracking
 
 log = logging.getLogger(__name__)
@@ -204,3 +212,151 @@ def log_package(package_dir: str | Path, tracking_uri: str, run_id: str, name: s
     log.info("MLflow model %s registered as %s version %s (alias %s)", info.model_uri, name, version, ALIAS)
     return {"model_uri": str(info.model_uri), "registered_model": name, "model_version": str(version),
             "alias": ALIAS, "champion_uri": f"models:/{name}@{ALIAS}"}
+
+
+def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mapping[str, Any],
+                  model_dir: str | Path, fold: int = 0,
+                  members: Mapping[int, str | Path] | None = None) -> dict[str, Any]:
+    """Write the selected trial's model package (:func:`mripipe.learn.package.write_package`).
+
+    Args:
+        ranked: the best row of :func:`rank_trials`.
+        search: search.json (MLflow experiment and tracking URI).
+        inputs: ``manifest``, ``splits``, ``fingerprint`` (paths), ``patches`` (folder, read for
+            classification volumes) and ``settings`` (see :func:`~mripipe.learn.package.package_meta`).
+        model_dir: ``results/{experiment}/model``.
+        fold: the fold the trials trained on.
+        members: a fold ensemble (:func:`mripipe.learn.folds.fold_members`): post-processing on
+            the pooled out-of-fold predictions, every member's weights in the package.
+    """
+    from mripipe.core.config import with_defaults
+    from mripipe.learn.patches import META
+
+    fingerprint = training_fingerprint(inputs["fingerprint"], inputs["manifest"], inputs["splits"], fold)
+    settings = dict(inputs["settings"])
+    settings["preprocess"] = with_defaults("preprocess", settings.get("preprocess"))
+    settings.setdefault("target_spacing", read_json(inputs["fingerprint"])["target_spacing"])
+    if inputs.get("preprocessed"):  # segmentation: threshold and minimum lesion on validation
+        from mripipe.learn.postprocess import validation_postprocess
+
+        chosen = validation_postprocess(ranked["trial_dir"], inputs, fold, settings, members)
+        settings |= {"threshold": chosen.get("threshold", settings.get("threshold")), "postprocess": chosen}
+    meta_path = Path(inputs.get("patches") or "") / META
+    volume = read_json(meta_path) if inputs.get("patches") and meta_path.is_file() else None
+    return write_package(ranked["trial_dir"], model_dir, channel_columns(read_manifest(inputs["manifest"])),
+                         settings, fingerprint, volume,
+                         {"experiment_id": str(search.get("mlflow_experiment_id", "")),
+                          "tracking_uri": search.get("tracking_uri")}, members)
+
+
+def package_selected(
+    experiment: str,
+    trial_dirs: Sequence[str | Path],
+    search_path: str | Path,
+    params: dict[str, Any],
+    out: str | Path,
+    log_model: bool = True,
+    model_dir: str | Path | None = None,
+    package_inputs: Mapping[str, Any] | None = None,
+    rung_files: Sequence[str | Path] = (),
+    choice: str | Path | None = None,
+    fold_dirs: Sequence[str | Path] = (),
+) -> dict[str, Any]:
+    """Pick the trial with the highest validation metric and write ``selected.json``.
+
+    Args:
+        experiment: experiment name.
+        trial_dirs: the trial folders (each with ``val_metrics.json`` and ``checkpoint.pt``).
+        search_path: ``results/{experiment}/search.json``.
+        params: the experiment's config section (``search.metric``).
+        out: ``results/{experiment}/selected.json``.
+        log_model: log the package to MLflow as a pyfunc model, registered as ``experiment``
+            with the alias ``champion`` (needs ``model_dir``).
+        model_dir: where to write the model package (``results/{experiment}/model``); None = none.
+        package_inputs: what the package is built from (see :func:`build_package`).
+        rung_files: successive halving: the ranked rungs' files, in order; ``trial_dirs`` are then
+            the last rung's slots, holding the survivors of the last file.
+        choice: ``choice.json`` of :func:`choose_trial` (then ``trial_dirs`` and ``rung_files``
+            are not read).
+        fold_dirs: ``split.n_folds > 1``: the selected configuration trained on the other folds
+            (``results/{experiment}/folds/fold-{f}``); the package is their fold ensemble.
+
+    Returns:
+        selected.json: ``{"experiment", "trial", "trial_dir", "metric", "value", "epoch",
+        "ranking", "mlflow_run_id", "mlflow_experiment_id", "parent_run_id", "tracking_uri",
+        "model_dir", "model_uri", "registered_model", "model_version", "champion_uri"}``, and
+        ``"rungs"`` (:func:`~mripipe.learn.rung.ladder_record`) with ``rung_files``; with
+        ``fold_dirs``, ``"folds"`` (:func:`~mripipe.learn.folds.member_rows`) and ``"n_folds"``.
+    """
+    search = read_json(search_path)
+    chosen = read_json(choice) if choice else choose_trial(experiment, trial_dirs, params, None, rung_files)
+    best, metric = chosen, str(chosen["metric"])
+    members = fold_members(best["trial_dir"], fold_dirs) if fold_dirs else None
+    import torch
+
+    ckpt = torch.load(Path(best["trial_dir"]) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    run_id = str(ckpt.get("mlflow_run_id", ""))
+    registry: dict[str, Any] = {"model_uri": None}
+    postprocess = None
+    if model_dir is not None:
+        meta = build_package(best, search, package_inputs or {}, model_dir, int(params.get("fold", 0)),
+                             members)
+        postprocess = meta.get("postprocess")
+    if run_id:
+        registry = _track(search, run_id, best, experiment, model_dir if log_model else None)
+    else:
+        log.warning("%s: checkpoint has no MLflow run id; nothing logged", best["trial_dir"])
+    doc = {
+        **{k: chosen[k] for k in ("experiment", "trial", "trial_dir", "metric", "value", "epoch", "ranking")},
+        "mlflow_run_id": run_id,
+        "mlflow_experiment_id": str(search["mlflow_experiment_id"]),
+        "parent_run_id": str(search["parent_run_id"]),
+        "tracking_uri": search["tracking_uri"],
+        "model_dir": str(model_dir) if model_dir is not None else None,
+        "postprocess": postprocess,
+        **registry,
+    }
+    if "rungs" in chosen:
+        doc["rungs"] = chosen["rungs"]
+    if members:  # each fold model's own validation value; the package averages them all
+        doc |= {"n_folds": len(members), "folds": member_rows(members, metric)}
+    write_json(out, doc)
+    log.info("%s: selected %s (%s=%.4f), %d fold model(s)", experiment, best["trial"], metric,
+             best["value"], len(members or {0: None}))
+    return doc
+
+
+def _track(search: dict[str, Any], run_id: str, best: Mapping[str, Any], experiment: str,
+           model_dir: str | Path | None) -> dict[str, Any]:
+    """Tag the selected run and the search's parent run (finished); with ``model_dir``, log and
+    register the package (:func:`~mripipe.learn.package.log_package`): its registry entries."""
+    c = tracking.client(search["tracking_uri"])
+    registry: dict[str, Any] = {"model_uri": None}
+    if model_dir is not None:
+        registry = log_package(model_dir, search["tracking_uri"], run_id, experiment)
+    tracking.retry(c.set_tag, run_id, "selected", "true")
+    parent = str(search["parent_run_id"])
+    tracking.retry(c.set_tag, parent, "selected_trial", best["trial"])
+    tracking.retry(c.set_tag, parent, "selected_run_id", run_id)
+    tracking.log_epoch(c, parent, {f"selected_{best['metric']}": best["value"]}, 0)
+    tracking.retry(c.set_terminated, parent, "FINISHED")
+    return registry
+
+
+def cli_package(ns: argparse.Namespace) -> None:
+    """Adapter for ``mripipe package``: selected.json and, with ``--model-dir``, the package."""
+    model_dir = getattr(ns, "model_dir", None)
+    inputs = {"manifest": getattr(ns, "manifest", None), "splits": getattr(ns, "splits", None),
+              "fingerprint": getattr(ns, "fingerprint", None), "patches": getattr(ns, "patches", None),
+              # segmentation: the post-processing is chosen on the validation scans
+              "preprocessed": getattr(ns, "preprocessed", None)
+              if ns.params.get("task", "segmentation") == "segmentation" else None,
+              "settings": getattr(ns, "package_params", None) or {}}
+    if model_dir is not None and not all(inputs[k] for k in ("manifest", "splits", "fingerprint")):
+        raise InputError("package --model-dir needs --manifest, --splits and --fingerprint")
+    choice = getattr(ns, "choice", None)
+    if not choice and not getattr(ns, "trials", None):
+        raise InputError("package needs --choice (choice.json) or --trials")
+    package_selected(ns.experiment, getattr(ns, "trials", None) or (), ns.search, ns.params, ns.out,
+                 model_dir=model_dir, package_inputs=inputs, rung_files=getattr(ns, "rungs", None) or (),
+                 choice=choice, fold_dirs=getattr(ns, "folds", None) or ())

@@ -62,7 +62,7 @@ from tqdm import tqdm
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.labels import class_index, foreground, resolve_labels
-from mripipe.core.splits import load_splits
+from mripipe.core.split_guard import load_splits
 from mripipe.core.utils import atomic_path, interactive, read_json, write_json
 from mripipe.data.manifest import read_manifest
 

@@ -10,7 +10,7 @@ then the smaller minimum volume (:func:`mripipe.core.lesions.remove_small` appli
 The lesion candidate threshold (the components behind FROC, AP and the case AUROC) is chosen on
 the same predictions: the value in :data:`CANDIDATE_THRESHOLDS` (at most the chosen mask
 threshold) with the highest validation FROC score, with the evaluation's own matching
-(:mod:`mripipe.core.detection`, ``evaluate.min_overlap`` / ``overlap_measure`` /
+(:mod:`mripipe.core.matching`, ``evaluate.min_overlap`` / ``overlap_measure`` /
 ``interpolate``); ties go to the value nearest 0.3. The test split is never read: ``select`` calls
 this with the validation subjects of the trials' fold.
 
@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mripipe.core.detection import detect_scan
+from mripipe.core.matching import detect_scan
 from mripipe.core.froc import detection_metrics
 from mripipe.core.labels import label_spec
 from mripipe.core.lesions import components
 from mripipe.learn.networks import segment_probability, segment_softmax
-from mripipe.learn.validators import ValScan
+from mripipe.learn.monitor import ValScan
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def choose_postprocess(
     Args:
         model: the selected segmentation network (eval mode), or one network per scan (a fold
             ensemble's out-of-fold predictions: each member on its own fold's validation scans).
-        scans: the validation scans (:func:`mripipe.learn.validators.load_val_scans`).
+        scans: the validation scans (:func:`mripipe.learn.monitor.load_val_scans`).
         roi_size: sliding-window size (the training patch size).
         voxel_mm3: template-grid voxel volume.
         sw_batch_size: windows per forward pass.
@@ -266,9 +266,9 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
         :func:`choose_postprocess`'s result, with ``threshold`` and ``min_lesion_mm3`` replaced
         by any override and ``override`` naming the replaced keys.
     """
-    from mripipe.core.splits import load_splits
+    from mripipe.core.split_guard import load_splits
     from mripipe.learn.networks import load_trained
-    from mripipe.learn.validators import load_val_scans
+    from mripipe.learn.monitor import load_val_scans
 
     predict = dict(settings.get("predict") or {})
     folds = load_splits(inputs["splits"], "select")["folds"]

@@ -2,7 +2,7 @@
 
 A job continues its own ``last.pt`` when a previous attempt was interrupted (same parameters,
 data and trial; not finished; short of this job's budget). A promoted trial of successive halving
-(:mod:`mripipe.learn.ladder`) otherwise continues the ``last.pt`` of its previous rung's folder,
+(:mod:`mripipe.learn.halving`) otherwise continues the ``last.pt`` of its previous rung's folder,
 which is never written to: the new rung's folder gets its own copy of the state.
 """
 

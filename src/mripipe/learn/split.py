@@ -36,7 +36,7 @@ from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, Strati
 
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
-from mripipe.core.splits import check_splits, hash_test_list
+from mripipe.core.split_guard import check_splits, hash_test_list
 from mripipe.core.utils import derive_seed, write_json
 from mripipe.data.manifest import read_manifest
 

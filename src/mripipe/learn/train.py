@@ -1,10 +1,10 @@
 """Train one random-search trial: resolve its parameters, build data, model, loss and validation,
-run :func:`mripipe.learn.trainer.fit` on an allocated device and track it as a nested MLflow run.
+run :func:`mripipe.learn.loop.fit` on an allocated device and track it as a nested MLflow run.
 
 Outputs (``out_dir`` = ``results/{experiment}/trials/{trial}``): ``params.json``,
 ``checkpoint.pt`` (best), ``last.pt`` (resume state), ``history.tsv``, ``val_metrics.json``,
 ``history.png``. A killed job rerun with the same arguments resumes from ``last.pt`` and
-continues the same MLflow run. With successive halving (:mod:`mripipe.learn.ladder`) a trial
+continues the same MLflow run. With successive halving (:mod:`mripipe.learn.halving`) a trial
 stops at its rung's budget; promoted into a rung slot (``results/{experiment}/rungs/{r}/slot-{k}``)
 it continues its previous rung's ``last.pt`` and MLflow run, writing the same files there.
 """
@@ -26,14 +26,14 @@ from torch.utils.data import DataLoader
 
 from mripipe.core.devices import allocate, torch_settings
 from mripipe.core.errors import InputError
-from mripipe.core.splits import load_splits
+from mripipe.core.split_guard import load_splits
 from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
-from mripipe.learn.ladder import RungJob, promoted
+from mripipe.learn.halving import RungJob, promoted
 from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model, check_input_size
 from mripipe.learn.search import flatten, resolve_params, search_metric, trial_index
-from mripipe.learn.trainer import FitResult, fit, seed_everything
-from mripipe.learn.validators import (
+from mripipe.learn.loop import FitResult, fit, seed_everything
+from mripipe.learn.monitor import (
     classification_validator,
     load_val_scans,
     segmentation_validator,
@@ -154,7 +154,7 @@ def train_trial(
         loader_workers: DataLoader workers on a GPU (``train.loader_workers``; none on CPU).
         run_name: its MLflow run's name (default ``trial``; a fold model: ``{trial}-fold-{f}``).
 
-    Returns: the :class:`~mripipe.learn.trainer.FitResult`.
+    Returns: the :class:`~mripipe.learn.loop.FitResult`.
     """
     out = Path(out_dir)
     p = resolve_params(params, trial_index(trial))

@@ -5,7 +5,7 @@ output grid is the reference channel's own grid after reorientation to RAS, crop
 bounding box of its foreground (non-zero voxels, or voxels whose magnitude exceeds
 ``foreground_threshold``; holes filled, as nnU-Net crops) and resampled to the target spacing
 over the same physical extent. Physical coordinates are untouched, so ``transform.tfm`` is the
-identity and the inverse mapping of predict/evaluate (:func:`mripipe.infer.package.to_native`)
+identity and the inverse mapping of predict/evaluate (:func:`mripipe.infer.apply.to_native`)
 puts a prediction back on the raw grid unchanged. ``brainmask.nii.gz`` holds the foreground.
 
 Normalisation (``normalise``), on either path:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mripipe.core.splits import load_splits
+from mripipe.core.split_guard import load_splits
 from mripipe.core.utils import sha256_file, sha256_text
 
 CONTEXT_TAG = "mlflow.data.context"

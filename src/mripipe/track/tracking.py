@@ -2,7 +2,7 @@
 per trial; robust to several trial jobs writing one SQLite store at once.
 
 Everything goes through an explicit :class:`mlflow.tracking.MlflowClient` built from the
-tracking URI (no global active run), except model logging in :mod:`mripipe.learn.select`.
+tracking URI (no global active run), except model logging in :mod:`mripipe.learn.choose`.
 """
 
 from __future__ import annotations

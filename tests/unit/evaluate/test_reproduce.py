@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mripipe.cli import main
-from mripipe.evaluate import rerun
-from mripipe.evaluate.reproduce import (
+from mripipe.evaluate import reproduce as rerun
+from mripipe.evaluate.compare import (
     CI95,
     IDENTICAL,
     compare,

@@ -15,10 +15,10 @@ from scipy import ndimage
 
 from mripipe.cli import main
 from mripipe.core.imageio import from_array, read_image, to_array, write_image
-from mripipe.core.splits import hash_test_list
+from mripipe.core.split_guard import hash_test_list
 from mripipe.core.utils import read_json, write_json
 from mripipe.data.manifest import held_out_scans
-from mripipe.infer.package import load_package
+from mripipe.infer.apply import load_package
 from mripipe.infer.predict import predict_classification, predict_segmentation, to_native
 from mripipe.learn.networks import build_model
 from mripipe.learn.package import write_package

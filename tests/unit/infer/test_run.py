@@ -18,7 +18,7 @@ from mripipe.cli import main
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_image, to_array, write_image
 from mripipe.core.template import load_template
-from mripipe.infer.package import load_package
+from mripipe.infer.apply import load_package
 from mripipe.infer.run import check_inputs, infer_scan
 from mripipe.learn.networks import build_model
 from mripipe.learn.package import log_package, write_package

@@ -1,7 +1,7 @@
 """The default networks learn: tests that fail when learning breaks.
 
 The segmentation network of the default config (``experiments.lesion_seg.network``) is trained by
-the real trainer (:func:`mripipe.learn.trainer.fit`) on patches the real loader draws online from
+the real trainer (:func:`mripipe.learn.loop.fit`) on patches the real loader draws online from
 cached toy scans (bright blobs in noise), then segments held-out toy volumes by sliding window.
 The default classifier (``experiments.burden_cls.network``) learns a toy burden task (how many
 bright spots a volume holds). Each would fail with a broken loss, optimiser, loader, label or
@@ -25,8 +25,8 @@ from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model, load_trained, segment_probability
 from mripipe.learn.patches import extract_patches
 from mripipe.learn.search import default_params
-from mripipe.learn.trainer import fit, seed_everything
-from mripipe.learn.validators import ValScan, classification_validator, segmentation_validator
+from mripipe.learn.loop import fit, seed_everything
+from mripipe.learn.monitor import ValScan, classification_validator, segmentation_validator
 
 CONFIG = Path(__file__).resolve().parents[3] / "config" / "config.yaml"
 SHAPE = (32, 32, 32)

@@ -22,8 +22,8 @@ from mripipe.learn.patches import extract_patches, patch_labels
 from mripipe.learn.postprocess import choose_multiclass_postprocess, detection_target
 from mripipe.learn.sampling import crop, draw, foreground, sample_class
 from mripipe.learn.train import make_loss
-from mripipe.learn.trainer import fit, seed_everything
-from mripipe.learn.validators import ValScan, load_val_scans, segmentation_validator
+from mripipe.learn.loop import fit, seed_everything
+from mripipe.learn.monitor import ValScan, load_val_scans, segmentation_validator
 
 SHAPE = (32, 32, 32)
 LABELS = {"a": 1, "b": 2}

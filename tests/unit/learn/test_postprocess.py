@@ -13,7 +13,7 @@ from mripipe.learn.postprocess import (
     component_table,
     dice_grid,
 )
-from mripipe.learn.validators import ValScan
+from mripipe.learn.monitor import ValScan
 
 
 def crafted() -> tuple[np.ndarray, np.ndarray]:

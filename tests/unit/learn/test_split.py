@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mripipe.core.splits import hash_test_list, load_splits
+from mripipe.core.split_guard import hash_test_list, load_splits
 from mripipe.learn.split import cli_split, make_splits
 
 

@@ -68,7 +68,7 @@ def test_native_path_crops_to_the_foreground_in_ras(scan: dict[str, Path], tmp_p
 
 def test_label_round_trip_back_to_native_is_exact(scan: dict[str, Path], tmp_path: Path) -> None:
     """preprocess -> the label mapped back the way predict maps probabilities -> the original."""
-    from mripipe.infer.package import to_native
+    from mripipe.infer.apply import to_native
 
     out = tmp_path / "case01"
     preprocess_scan({"T2": scan["T2"], "ADC": scan["ADC"]}, scan["label"], out, NATIVE, list(SPACING))

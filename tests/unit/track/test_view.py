@@ -8,9 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
-from mripipe.core.splits import hash_test_list
+from mripipe.core.split_guard import hash_test_list
 from mripipe.track.dataset import describe_dataset
-from mripipe.track.evaluation import log_evaluation
+from mripipe.track.eval_run import log_evaluation
 from mripipe.track.tracking import (
     EXPERIMENT_KIND,
     cli_search_init,

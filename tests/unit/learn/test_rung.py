@@ -17,11 +17,11 @@ from torch import nn
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import write_json
-from mripipe.learn.ladder import Rung, RungJob, ladder, promoted
-from mripipe.learn.rungs import rank_rung, rank_trials
-from mripipe.learn.select import select_trial
+from mripipe.learn.halving import Rung, RungJob, ladder, promoted
+from mripipe.learn.rung import rank_rung, rank_trials
+from mripipe.learn.package import package_selected
 from mripipe.learn.train import train_trial
-from mripipe.learn.trainer import fit
+from mripipe.learn.loop import fit
 from mripipe.track.tracking import client, search_init
 
 torch.set_num_threads(1)
@@ -115,7 +115,7 @@ def test_select_names_the_trial_each_slot_held(tmp_path: Path) -> None:
         torch.save({"mlflow_run_id": ""}, s / "checkpoint.pt")
     write_json(tmp_path / "search.json", {"tracking_uri": "sqlite:///none.db", "mlflow_experiment_id": "1",
                                           "parent_run_id": "p"})
-    doc = select_trial("x", slots, tmp_path / "search.json", cfg, tmp_path / "selected.json",
+    doc = package_selected("x", slots, tmp_path / "search.json", cfg, tmp_path / "selected.json",
                        log_model=False, rung_files=[tmp_path / "rung-0.json"])
     assert (doc["trial"], doc["trial_dir"], doc["value"]) == ("trial-001", str(slots[1]), 0.6)
     assert [r["trial"] for r in doc["ranking"]] == ["trial-001", "trial-003"]

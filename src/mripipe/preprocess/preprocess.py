@@ -1,15 +1,12 @@
-"""A scan that fails preprocessing does not block the others.
+"""``mripipe preprocess``: one scan's preprocessing, whose failure does not block the others.
 
-``mripipe preprocess`` runs through :func:`cli_preprocess_recorded`: the scan's folder always
+It runs through :func:`cli_preprocess_recorded`: the scan's folder always
 ends with a ``status.json`` (``ok``, ``reason``); a scan that fails (bad input the code
 recognises, a registration that does not converge, or a crash, whose traceback stays in the
 rule's log) keeps only that file and the job still succeeds. After the template registration
 the normalised correlation with the template inside the brain mask is recorded in ``qc.json``;
 below ``preprocess.min_registration_ncc`` the scan is failed with that reason.
-
-``mripipe ready`` (a checkpoint) gathers the statuses into ``results/manifest.ready.tsv`` (the
-scans everything downstream uses) and ``results/excluded.tsv`` (scan, stage, check, reason) for
-both the scans validation excluded and those preprocessing lost.
+:mod:`mripipe.preprocess.ready` reads the statuses back.
 """
 
 from __future__ import annotations
@@ -21,22 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
 
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.template import load_template, reference_grid
-from mripipe.core.utils import atomic_path, read_json, write_json
-from mripipe.data.manifest import read_manifest
+from mripipe.core.utils import read_json, write_json
 from mripipe.preprocess import pipeline
+from mripipe.preprocess.ready import STATUS
 
 log = logging.getLogger(__name__)
-
-STATUS = "status.json"
-EXCLUDED_COLUMNS = ["scan", "stage", "check", "reason"]
-
 
 def registration_ncc(out_dir: Path) -> float:
     """Normalised correlation of the reference channel with the template T1, inside the brain mask.
@@ -88,47 +80,3 @@ def cli_preprocess_recorded(ns: argparse.Namespace) -> None:
                          f"< preprocess.min_registration_ncc {least:g} (failed template registration?)")
     write_json(out_dir / STATUS, {"scan": ns.scan, "ok": True, "check": "", "reason": ""})
     return None
-
-
-def ready(valid: str | Path, validation: str | Path, preprocessed: str | Path, out: str | Path,
-          excluded: str | Path) -> pd.DataFrame:
-    """The scans that made it through preprocessing, and every scan that did not (and why).
-
-    Args:
-        valid: ``results/manifest.valid.tsv`` (the scans validation kept).
-        validation: ``results/validation.tsv`` (errors there exclude a scan).
-        preprocessed: ``results/preprocessed`` (``{scan}/status.json``).
-        out: ``results/manifest.ready.tsv``.
-        excluded: ``results/excluded.tsv`` (scan, stage, check, reason).
-
-    Raises:
-        InputError: no scan made it.
-    """
-    table = read_manifest(valid)
-    problems = pd.read_csv(validation, sep="\t", dtype=str, keep_default_na=False)
-    rows = [{"scan": q.scan, "stage": "validate", "check": q.check, "reason": f"{q.file}: {q.detail}"}
-            for q in problems.itertuples() if q.severity == "error"]
-    ok = []
-    for scan in table["scan"]:
-        status = read_json(Path(preprocessed) / scan / STATUS)
-        if status.get("ok"):
-            ok.append(scan)
-        else:
-            rows.append({"scan": scan, "stage": "preprocess", "check": status.get("check", ""), "reason": status.get("reason", "")})
-    gone = pd.DataFrame(rows, columns=EXCLUDED_COLUMNS)
-    with atomic_path(excluded) as tmp:
-        gone.to_csv(tmp, sep="\t", index=False)
-    kept = table[table["scan"].isin(ok)]
-    log.info("ready: %d scans; %d excluded (%d by validation, %d in preprocessing)", len(kept),
-             gone["scan"].nunique(), (gone["stage"] == "validate").groupby(gone["scan"]).any().sum(),
-             int((gone["stage"] == "preprocess").sum()))
-    if kept.empty:
-        raise InputError(f"{excluded}: no scan made it through preprocessing ({len(table)} tried)")
-    with atomic_path(out) as tmp:
-        kept.to_csv(tmp, sep="\t", index=False)
-    return kept
-
-
-def cli_ready(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe ready``."""
-    ready(ns.manifest, ns.validation, ns.preprocessed, ns.out, ns.excluded)

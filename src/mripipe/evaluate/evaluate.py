@@ -4,7 +4,7 @@ one-vs-rest AUROC), each headline metric with a 95 % bootstrap CI over subjects.
 
 Writes ``metrics.json`` (headline values at the top level, ``ci95: {metric: [low, high]}``),
 ``per_case.tsv``, ``froc.tsv``, ``confusion.tsv``, ``roc.tsv`` and PNG plots into the eval folder,
-then logs them to an MLflow evaluation run linked to the selected trial (:mod:`mripipe.track.evaluation`).
+then logs them to an MLflow evaluation run linked to the selected trial (:mod:`mripipe.track.eval_run`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mripipe.core.froc import (
     froc_table,
     sensitivity_at,
 )
-from mripipe.core.splits import load_splits
+from mripipe.core.split_guard import load_splits
 from mripipe.core.subjects import subject_predictions
 from mripipe.core.utils import atomic_path, json_safe, read_json, write_json
 from mripipe.data.manifest import held_out_scans, read_manifest
@@ -343,7 +343,7 @@ def _write_tsv(table: pd.DataFrame, path: Path, index: bool = False) -> None:
 
 def cli_evaluate(ns: argparse.Namespace) -> None:
     """Adapter for ``mripipe evaluate``: segmentation or classification, then MLflow logging."""
-    from mripipe.track.evaluation import log_evaluation
+    from mripipe.track.eval_run import log_evaluation
 
     splits = load_splits(ns.splits, "evaluate")
     cases = held_out_scans(Path(ns.manifest), list(splits["test"]))

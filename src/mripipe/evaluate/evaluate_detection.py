@@ -1,6 +1,6 @@
 """The standalone ``mripipe evaluate-detection``: lesion-level FROC/AP of any folders of maps.
 
-Candidates and matching are :mod:`mripipe.core.detection`'s, aggregation :mod:`mripipe.core.froc`'s
+Candidates and matching are :mod:`mripipe.core.matching`'s, aggregation :mod:`mripipe.core.froc`'s
 (the definitions ``mripipe evaluate`` and validation use too).
 """
 
@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mripipe.core.detection import detect_scan
+from mripipe.core.matching import detect_scan
 from mripipe.core.errors import InputError
 from mripipe.core.froc import detection_metrics, froc_table
 from mripipe.core.imageio import read_image, to_array

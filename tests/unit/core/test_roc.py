@@ -1,4 +1,4 @@
-"""core.ranking equals scikit-learn bit for bit (the bootstrap CIs and published numbers rest on it)."""
+"""core.roc equals scikit-learn bit for bit (the bootstrap CIs and published numbers rest on it)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
-from mripipe.core.ranking import average_precision, confusion, roc_auc
+from mripipe.core.roc import average_precision, confusion, roc_auc
 
 
 def _cases() -> list[tuple[np.ndarray, np.ndarray]]:

@@ -9,7 +9,7 @@ highest metric first; ties by trial name, i.e. by trial index; NaN last) and wri
      "survivors": [{"slot", "trial", "trial_dir", "value"}, ...]}
 
 The top ``ceil(n_trials / eta**(r + 1))`` survive: slot ``k`` of rung ``r + 1`` continues the
-``k``-th of them (see :mod:`mripipe.learn.ladder`). The same files and config always give the
+``k``-th of them (see :mod:`mripipe.learn.halving`). The same files and config always give the
 same decisions.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import read_json, write_json
-from mripipe.learn.ladder import ladder, search_setting, survivors
+from mripipe.learn.halving import ladder, search_setting, survivors
 from mripipe.learn.search import search_metric
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Tests of mripipe.learn.select: ranking on the validation metric only, selected.json, MLflow model."""
+"""Tests of mripipe.learn.choose and mripipe.learn.package: ranking on the validation metric only, selected.json, MLflow model."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mripipe.core.splits import hash_test_list
+from mripipe.core.split_guard import hash_test_list
 from mripipe.core.utils import write_json
 from mripipe.learn.networks import build_model
 from mripipe.learn.search import resolve_params
-from mripipe.learn.select import cli_select, rank_trials, select_trial
+from mripipe.learn.choose import rank_trials
+from mripipe.learn.package import cli_package, package_selected
 from mripipe.track.tracking import client, open_trial_run, search_init
 
 torch.set_num_threads(1)
@@ -89,7 +90,7 @@ def test_select_writes_the_package_logs_and_registers_it(tmp_path: Path) -> None
     dirs = make_trials(tmp_path, [{"val_dice": 0.2}, {"val_dice": 0.6}], search)
     out = tmp_path / "selected.json"
     inputs = package_inputs(tmp_path, dirs)
-    cli_select(argparse.Namespace(
+    cli_package(argparse.Namespace(
         experiment="lesion_seg", trials=[str(d) for d in dirs], search=str(tmp_path / "search.json"),
         params=CFG, out=str(out), model_dir=str(tmp_path / "model"), manifest=str(inputs["manifest"]),
         splits=str(inputs["splits"]), fingerprint=str(inputs["fingerprint"]), patches=None,
@@ -138,14 +139,14 @@ def test_select_without_mlflow_model(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     search_init("e", uri, CFG, tmp_path / "search.json")
     dirs = make_trials(tmp_path, [{"val_dice": 0.3}])
-    doc = select_trial("e", dirs, tmp_path / "search.json", CFG, tmp_path / "sel.json", log_model=False)
+    doc = package_selected("e", dirs, tmp_path / "search.json", CFG, tmp_path / "sel.json", log_model=False)
     assert doc["trial"] == "trial-000" and doc["model_uri"] is None
 
 
 def test_choice_comes_first_and_select_reads_it(tmp_path: Path) -> None:
     """`mripipe choose` writes the choice before any fold job; select --choice gives the same
     selected.json as select on the trials."""
-    from mripipe.learn.select import cli_choose
+    from mripipe.learn.choose import cli_choose
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     search_init("e", uri, CFG, tmp_path / "search.json")
@@ -154,7 +155,7 @@ def test_choice_comes_first_and_select_reads_it(tmp_path: Path) -> None:
                                   out=str(tmp_path / "choice.json"), rungs=[]))
     choice = json.loads((tmp_path / "choice.json").read_text())
     assert (choice["trial"], choice["value"], choice["epoch"]) == ("trial-001", 0.5, 4)
-    direct = select_trial("e", dirs, tmp_path / "search.json", CFG, tmp_path / "a.json", log_model=False)
-    chosen = select_trial("e", [], tmp_path / "search.json", CFG, tmp_path / "b.json", log_model=False,
+    direct = package_selected("e", dirs, tmp_path / "search.json", CFG, tmp_path / "a.json", log_model=False)
+    chosen = package_selected("e", [], tmp_path / "search.json", CFG, tmp_path / "b.json", log_model=False,
                           choice=tmp_path / "choice.json")
     assert chosen == direct and "folds" not in chosen

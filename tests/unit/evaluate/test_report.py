@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mripipe.evaluate.pages import (
+from mripipe.evaluate.report import (
     data_page,
     latest_values,
     model_card,

@@ -12,7 +12,7 @@ validation epoch. A promoted trial continues its own ``last.pt`` (model, optimis
 random state, early-stopping state): its final history is, to the bit on CPU, the history of the
 same trial trained for ``epochs`` without interruption. ``R = 1`` is plain random search.
 
-Rung ``r < R - 1`` is ranked by ``mripipe rung`` (:mod:`mripipe.learn.rungs`) into
+Rung ``r < R - 1`` is ranked by ``mripipe rung`` (:mod:`mripipe.learn.rung`) into
 ``results/{experiment}/rungs/rung-{r}.json``; its ``survivors`` (rank order, the best first) are
 what slot ``k`` of rung ``r + 1`` continues. This module stays light (no torch): the workflow
 imports it when the DAG is parsed.

@@ -32,14 +32,14 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
 from mripipe.core.imageio import from_array, write_image
-from mripipe.evaluate.evaluation import (
+from mripipe.evaluate.evaluate import (
     burden_class,
     evaluate_classification,
     evaluate_segmentation,
     overlap_scores,
 )
 from mripipe.evaluate.stats import bootstrap_ci, classification_metrics
-from mripipe.track.evaluation import flat_metrics, log_evaluation
+from mripipe.track.eval_run import flat_metrics, log_evaluation
 
 torch.set_num_threads(1)
 
