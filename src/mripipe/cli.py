@@ -110,7 +110,7 @@ def _preprocess_commands(sub: Any) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="master seed (registration sampling)")
-    p.set_defaults(func=_run("preprocess.preprocess", "cli_preprocess_recorded"))
+    p.set_defaults(func=_run("preprocess.preprocess_scan", "cli_preprocess_recorded"))
 
     p = sub.add_parser("ready", help="the scans that made it through preprocessing, and those that did not")
     _common(p)
@@ -271,7 +271,7 @@ def _infer_evaluate_commands(sub: Any) -> None:
     p.add_argument("--preprocessed", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_run("evaluate.evaluate", "cli_evaluate"))
+    p.set_defaults(func=_run("evaluate.evaluate_experiment", "cli_evaluate"))
 
     p = sub.add_parser(
         "evaluate-detection", help="lesion-level FROC/AP of any folder of maps against label maps"

@@ -88,8 +88,8 @@ def test_bad_input_error_names_the_file_in_the_log(tmp_path: Path) -> None:
 def test_command_module_names_what_a_rule_executes() -> None:
     from mripipe.cli import command_module
 
-    assert command_module("preprocess") == "mripipe.preprocess.preprocess"  # records failures, runs pipeline
-    assert command_module("evaluate") == "mripipe.evaluate.evaluate"
+    assert command_module("preprocess") == "mripipe.preprocess.preprocess_scan"  # records failures, runs pipeline
+    assert command_module("evaluate") == "mripipe.evaluate.evaluate_experiment"
     with pytest.raises(KeyError):
         command_module("nope")
 

@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from mripipe.core.errors import InputError
 from mripipe.core.froc import ScanDetections
-from mripipe.core.lesions import components
+from mripipe.core.components import components
 
 log = logging.getLogger(__name__)
 

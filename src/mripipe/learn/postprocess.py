@@ -5,7 +5,7 @@ are pooled, and the probability threshold and minimum lesion volume that maximis
 lesion Dice ``2 sum(TP) / (2 sum(TP) + sum(FP) + sum(FN))`` over every validation voxel are chosen
 (false positives in lesion-free scans count). A connected component (26-connectivity) of the
 thresholded map smaller than the minimum volume is removed. Ties go to the threshold nearest 0.5,
-then the smaller minimum volume (:func:`mripipe.core.lesions.remove_small` applies it).
+then the smaller minimum volume (:func:`mripipe.core.components.remove_small` applies it).
 
 The lesion candidate threshold (the components behind FROC, AP and the case AUROC) is chosen on
 the same predictions: the value in :data:`CANDIDATE_THRESHOLDS` (at most the chosen mask
@@ -37,7 +37,7 @@ from torch import nn
 from mripipe.core.matching import detect_scan
 from mripipe.core.froc import detection_metrics
 from mripipe.core.labels import label_spec
-from mripipe.core.lesions import components
+from mripipe.core.components import components
 from mripipe.learn.networks import segment_probability, segment_softmax
 from mripipe.learn.monitor import ValScan
 

@@ -2,7 +2,7 @@
 did not.
 
 Each scan's folder ends with a ``status.json`` (``ok``, ``check``, ``reason``; written by
-:mod:`mripipe.preprocess.preprocess`). This gathers them into ``results/manifest.ready.tsv`` (the
+:mod:`mripipe.preprocess.preprocess_scan`). This gathers them into ``results/manifest.ready.tsv`` (the
 scans everything downstream uses) and ``results/excluded.tsv`` (scan, stage, check, reason) for
 both the scans validation excluded and those preprocessing lost.
 """

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from mripipe.core.imageio import load_channels, read_label, to_array
 from mripipe.data.manifest import build, read_meta
 from mripipe.data.phantom import OutputExistsError, cli_phantom
-from mripipe.data.phantom.msd import core_and_rim
+from mripipe.data.phantom.msd_writer import core_and_rim
 from mripipe.data.validate import validate
 
 PARAMS = {"n_subjects": 3, "snr": 20.0, "t1w_spacing": [3.0, 3.0, 3.0], "flair_spacing": [3.0, 3.0, 6.0],

@@ -33,7 +33,7 @@ import yaml
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, write_image
 from mripipe.evaluate.classes import score_scan_classes
-from mripipe.evaluate.evaluate import evaluate_segmentation, multiclass_spec
+from mripipe.evaluate.evaluate_experiment import evaluate_segmentation, multiclass_spec
 from mripipe.evaluate.labelmap import label_map, label_spec
 from mripipe.evaluate.summarise import HEADLINE, class_keys, summarise
 

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, write_image
-from mripipe.evaluate.evaluate import evaluate_segmentation
+from mripipe.evaluate.evaluate_experiment import evaluate_segmentation
 from mripipe.evaluate.scoring import image_diagonal, overlap_scores, score_scan
 
 DIAG_8 = 16 * math.sqrt(3)

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from mripipe.core.utils import interactive, rng
-from mripipe.data.phantom.bids import (
+from mripipe.data.phantom.bids_writer import (
     LESION_DERIVATIVE,
     TRUTH_DERIVATIVE,
     write_description,
@@ -163,7 +163,7 @@ def _log_summary(scans: list[dict[str, Any]], seconds: float, out: Path) -> None
 def cli_phantom(ns: argparse.Namespace) -> None:
     """CLI adapter: ``mripipe phantom --out --seed --workers --params [--layout bids|msd]``."""
     if getattr(ns, "layout", "bids") == "msd":
-        from mripipe.data.phantom.msd import generate_msd
+        from mripipe.data.phantom.msd_writer import generate_msd
 
         generate_msd(ns.out, ns.seed, ns.params, workers=ns.workers)
         return

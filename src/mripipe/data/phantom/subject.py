@@ -19,7 +19,7 @@ from mripipe.data.phantom.anatomy import (
     prepare_template,
     random_deformation,
 )
-from mripipe.data.phantom.bids import ScanPaths, relative, write_transform, write_volume
+from mripipe.data.phantom.bids_writer import ScanPaths, relative, write_transform, write_volume
 from mripipe.data.phantom.geometry import rigid, scaling
 from mripipe.data.phantom.lesions import Lesion, evolve_lesions, place_lesions
 from mripipe.data.phantom.params import PhantomParams

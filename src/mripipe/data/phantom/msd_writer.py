@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from mripipe.core.imageio import from_array, read_image, to_array, write_image
 from mripipe.core.utils import read_json, write_json
-from mripipe.data.phantom.bids import ScanPaths
+from mripipe.data.phantom.bids_writer import ScanPaths
 from mripipe.data.phantom.geometry import to_sitk_affine
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def write_msd(bids_root: Path, out: Path) -> dict[str, Any]:
     meta = {
         "name": "mripipe phantom",
         "description": "ICBM152-based phantom; white-matter lesions split into a core and a rim",
-        "reference": "mripipe (data/phantom/msd.py)",
+        "reference": "mripipe (data/phantom/msd_writer.py)",
         "licence": "CC-BY-SA 4.0",
         "tensorImageSize": "4D",
         "modality": {str(k): m for k, m in enumerate(MODALITIES)},

@@ -1,10 +1,10 @@
-"""Tests of mripipe.core.lesions."""
+"""Tests of mripipe.core.components."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mripipe.core.lesions import components, remove_small
+from mripipe.core.components import components, remove_small
 
 
 def test_components_are_26_connected_and_small_ones_go() -> None:

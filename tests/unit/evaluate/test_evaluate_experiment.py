@@ -32,7 +32,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
 from mripipe.core.imageio import from_array, write_image
-from mripipe.evaluate.evaluate import (
+from mripipe.evaluate.evaluate_experiment import (
     burden_class,
     evaluate_classification,
     evaluate_segmentation,
