@@ -128,3 +128,44 @@ def test_test_modules_have_unique_basenames() -> None:
     for path in sorted((REPO / "tests").rglob("test_*.py")):
         seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
     assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
+def _module_names() -> list[str]:
+    """Every module and package under ``src/mripipe`` as a dotted name (``mripipe.learn.loop``)."""
+    names = []
+    for path in _sources():
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(names)
+
+
+def test_module_base_names_are_unique() -> None:
+    """One concept, one name: no two modules (packages included) share a base name, so
+    ``mripipe X`` or a module name in a log leads a reader to exactly one file."""
+    seen: dict[str, list[str]] = {}
+    for name in _module_names():
+        if name != "mripipe":
+            seen.setdefault(name.rsplit(".", 1)[-1], []).append(name)
+    assert {base: names for base, names in seen.items() if len(names) > 1} == {}
+
+
+def _listed_modules(doc: str) -> list[str]:
+    """The modules a package docstring lists: lines ``- ``name``: what it does``."""
+    import re
+
+    return [m.group(1) for line in doc.splitlines() if (m := re.match(r"- ``(\w+)``: \S", line.strip()))]
+
+
+def _package_dirs() -> list[Path]:
+    return sorted(p.parent for p in ROOT.rglob("__init__.py") if p.parent != ROOT)
+
+
+@pytest.mark.parametrize("package", _package_dirs(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_package_docstring_lists_exactly_its_modules(package: Path) -> None:
+    """Each package's docstring names exactly its modules (and subpackages), one line on each."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
+    present = sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
+    present += sorted(p.name for p in package.iterdir() if (p / "__init__.py").is_file())
+    listed = _listed_modules(doc)
+    assert len(listed) == len(set(listed)), f"{package}: a module is listed twice"
+    assert sorted(listed) == sorted(present), f"{package}/__init__.py lists {sorted(listed)}"

@@ -1,6 +1,15 @@
-"""Per-scan preprocessing: the dataset fingerprint (``fingerprint``, reads the manifest, writes
-``results/fingerprint.json``), reorientation, N4 and denoising (``intensity``), co-registration and
-template registration (``registration``), the per-scan driver (``pipeline``, writes
-``results/preprocessed/{scan}/``) and QC against the phantom's truth (``qc``, writes ``qc.json``,
-``qc.png`` and ``results/preprocessed/qc.tsv``). Imports ``core`` and ``data``.
+"""Per-scan preprocessing into template space (or native space), with measured QC. Imports
+``core`` and ``data``.
+
+Modules:
+
+- ``fingerprint``: ``mripipe fingerprint``: native spacings and the target spacing (``results/fingerprint.json``).
+- ``intensity``: head mask, N4 bias correction, denoising and z-scoring.
+- ``montage``: the per-scan QC picture, drawn with numpy and Pillow.
+- ``native``: the anatomy-agnostic path: a scan stays in its own space, cropped to its foreground.
+- ``pipeline``: the per-scan chain (reorient, N4, denoise, co-register, register, resample) and its outputs.
+- ``preprocess_scan``: ``mripipe preprocess``: one scan, its outcome recorded in ``status.json``.
+- ``qc``: ``mripipe qc-table``: QC against the phantom's truth and the QC table.
+- ``ready``: ``mripipe ready``: the scans that made it through preprocessing, and those that did not.
+- ``registration``: rigid co-registration and rigid -> affine template registration (SimpleITK).
 """

@@ -5,6 +5,17 @@ template: per subject a smooth random warp and global scaling, white-matter lesi
 between sessions, and per scan a T1w and an anisotropic FLAIR with their own rigid poses, axis
 orders, bias fields, intensity scales and Rician noise. ``derivatives/truth/`` holds what a
 stage needs to be checked against: clean images, bias fields, poses, noise sigma, lesion list.
+
+Modules:
+
+- ``acquisition``: acquisition of one contrast of one scan: grid, sampling, bias field, Rician noise.
+- ``anatomy``: subject anatomy: the template as contrast maps, the head shell, random warps.
+- ``bids_writer``: writing the phantom as BIDS: raw images, lesion masks, truth, participants.tsv.
+- ``geometry``: image grids, orientation codes and rigid/affine transforms as 4x4 matrices.
+- ``lesions``: white-matter lesions: placement, change between sessions, rendering.
+- ``msd_writer``: the phantom in Medical Segmentation Decathlon layout, two foreground classes.
+- ``params``: the ``phantom:`` config section, resolved against the schema's defaults.
+- ``subject``: one phantom subject: anatomy, lesions per session, every contrast of every scan.
 """
 
 from __future__ import annotations
