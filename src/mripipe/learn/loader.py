@@ -17,7 +17,7 @@ DataLoader workers share the page cache instead of copying whole files.
 Reproducibility: a loader is built per ``(seed, epoch)``. Segmentation item ``i`` is drawn from
 ``(seed, "sample", epoch, i)``; classification shuffling uses a ``torch.Generator`` seeded from
 ``(seed, "shuffle", epoch)``; each item's augmentation draws from one random stream
-(:class:`mripipe.learn.augment.Augmenter`, the MONAI recipe's draws replayed) re-seeded from
+(:class:`mripipe.learn.augment.SeededAugmentation`, the MONAI recipe) re-seeded from
 ``(seed, "augment", epoch, item index)``, so an epoch replays identically whatever the number of
 workers (workers are seeded too, through ``worker_init_fn``, for any other randomness).
 """
@@ -38,7 +38,7 @@ from mripipe.core.errors import InputError
 from mripipe.core.labels import foreground
 from mripipe.core.utils import derive_seed, read_json
 from mripipe.learn import sampling
-from mripipe.learn.augment import Augmenter
+from mripipe.learn.augment import SeededAugmentation
 from mripipe.learn.patches import INDEX, META, VOLUMES, class_names
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,9 @@ class _AugmentedDataset(Dataset[dict[str, torch.Tensor]]):
         self.cache = _ArrayCache(root)
         self.seed = seed
         self.epoch = epoch
-        self.augmenter = Augmenter(augment, "label" if has_label else None)
-        # One random stream for the whole recipe, re-seeded per item (the MONAI transforms would
-        # share it through set_random_state(state=...); Augmenter replays them bit for bit).
+        self.augmenter = SeededAugmentation(augment, "label" if has_label else None)
+        # One random stream for the whole recipe, re-seeded per item (the MONAI transforms share
+        # it through set_random_state(state=...)).
         self.state = np.random.RandomState(derive_seed(seed, "augment", epoch))
 
     def _augment(self, item: dict[str, Any], index: int) -> dict[str, Any]:
