@@ -35,10 +35,10 @@ import torch
 import yaml
 
 from mripipe.core.devices import allocate, visible_devices
+from mripipe.learn.loop import make_optimizer, train_step
 from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model
 from mripipe.learn.search import resolve_params
-from mripipe.learn.loop import make_optimizer, train_step
 
 log = logging.getLogger("bench_hpo_throughput")
 REPO = Path(__file__).resolve().parents[1]

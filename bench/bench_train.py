@@ -31,11 +31,11 @@ import torch
 
 from mripipe.core.imageio import from_array, write_image
 from mripipe.learn.loader import segmentation_loader
+from mripipe.learn.loop import make_optimizer, train_step
 from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model
 from mripipe.learn.patches import extract_patches
 from mripipe.learn.search import resolve_params
-from mripipe.learn.loop import make_optimizer, train_step
 
 SHAPE = (64, 72, 64)
 

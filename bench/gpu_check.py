@@ -45,11 +45,11 @@ import yaml
 
 from mripipe.core.devices import torch_settings
 from mripipe.learn.loader import segmentation_loader
+from mripipe.learn.loop import fit, make_optimizer, seed_everything, train_step
 from mripipe.learn.losses import make_loss
+from mripipe.learn.monitor import ValScan, segmentation_validator
 from mripipe.learn.networks import build_model, segment_probability
 from mripipe.learn.search import resolve_params
-from mripipe.learn.loop import fit, make_optimizer, seed_everything, train_step
-from mripipe.learn.monitor import ValScan, segmentation_validator
 
 log = logging.getLogger("gpu_check")
 REPO = Path(__file__).resolve().parents[1]

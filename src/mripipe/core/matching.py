@@ -21,9 +21,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from mripipe.core.components import components
 from mripipe.core.errors import InputError
 from mripipe.core.froc import ScanDetections
-from mripipe.core.components import components
 
 log = logging.getLogger(__name__)
 

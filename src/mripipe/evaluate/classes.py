@@ -34,11 +34,11 @@ import pandas as pd
 import SimpleITK as sitk
 
 from mripipe.core.config import param
-from mripipe.core.matching import detect_scan, find_candidates
 from mripipe.core.errors import InputError
 from mripipe.core.froc import FP_RATES, ScanDetections, detection_metrics
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.labels import class_index
+from mripipe.core.matching import detect_scan, find_candidates
 from mripipe.evaluate.labelmap import LabelSpec
 from mripipe.evaluate.scoring import overlap_scores, truth_on_grid
 

@@ -10,10 +10,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from mripipe.core.matching import detect_scan
 from mripipe.core.errors import InputError
 from mripipe.core.froc import detection_metrics, froc_table
 from mripipe.core.imageio import read_image, to_array
+from mripipe.core.matching import detect_scan
 from mripipe.core.utils import atomic_path, json_safe, write_json
 
 log = logging.getLogger(__name__)

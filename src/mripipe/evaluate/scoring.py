@@ -20,12 +20,12 @@ import SimpleITK as sitk
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
+from mripipe.core.components import remove_small
 from mripipe.core.config import param
-from mripipe.core.matching import detect_scan, find_candidates
 from mripipe.core.errors import InputError
 from mripipe.core.froc import ScanDetections
 from mripipe.core.imageio import read_image, to_array
-from mripipe.core.components import remove_small
+from mripipe.core.matching import detect_scan, find_candidates
 
 HD95_CONVENTION = ("HD95 (mm, MONAI, 95th percentile) when prediction and truth both hold voxels; "
                    "the image diagonal in mm when exactly one is empty (BraTS); 0 when both are "

@@ -21,10 +21,10 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
+from mripipe.core.components import remove_small
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, read_image, to_array
 from mripipe.core.labels import DEFAULT_LABELS, foreground
-from mripipe.core.components import remove_small
 from mripipe.core.package_format import find_package, read_meta
 from mripipe.infer.ensemble import load_network
 from mripipe.learn.networks import classify, segment_probability, segment_softmax

@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mripipe.core.matching import detect_scan
+from mripipe.core.components import components
 from mripipe.core.froc import detection_metrics
 from mripipe.core.labels import label_spec
-from mripipe.core.components import components
-from mripipe.learn.networks import segment_probability, segment_softmax
+from mripipe.core.matching import detect_scan
 from mripipe.learn.monitor import ValScan
+from mripipe.learn.networks import segment_probability, segment_softmax
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +267,8 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
         by any override and ``override`` naming the replaced keys.
     """
     from mripipe.core.split_guard import load_splits
-    from mripipe.learn.networks import load_trained
     from mripipe.learn.monitor import load_val_scans
+    from mripipe.learn.networks import load_trained
 
     predict = dict(settings.get("predict") or {})
     folds = load_splits(inputs["splits"], "select")["folds"]

@@ -29,15 +29,15 @@ from mripipe.core.errors import InputError
 from mripipe.core.split_guard import load_splits
 from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
 from mripipe.learn.halving import RungJob, promoted
-from mripipe.learn.losses import make_loss
-from mripipe.learn.networks import build_model, check_input_size
-from mripipe.learn.search import flatten, resolve_params, search_metric, trial_index
 from mripipe.learn.loop import FitResult, fit, seed_everything
+from mripipe.learn.losses import make_loss
 from mripipe.learn.monitor import (
     classification_validator,
     load_val_scans,
     segmentation_validator,
 )
+from mripipe.learn.networks import build_model, check_input_size
+from mripipe.learn.search import flatten, resolve_params, search_metric, trial_index
 from mripipe.track import tracking
 
 log = logging.getLogger(__name__)

@@ -44,9 +44,9 @@ import pytest
 from monai.metrics import compute_fp_tp_probs_nd, compute_froc_curve_data, compute_froc_score
 from scipy import ndimage
 
-from mripipe.core.matching import detect_scan, find_candidates, match
 from mripipe.core.froc import FP_RATES, case_auroc, froc_curve, lesion_ap, sensitivity_at
 from mripipe.core.imageio import from_array, write_image
+from mripipe.core.matching import detect_scan, find_candidates, match
 from mripipe.evaluate.evaluate_detection import evaluate_detection, pair_files
 
 SHAPE = (10, 10, 10)

@@ -12,13 +12,13 @@ import torch
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import write_json
-from mripipe.infer.ensemble import MeanProbability
 from mripipe.infer.apply import load_package
+from mripipe.infer.ensemble import MeanProbability
 from mripipe.learn.folds import fold_job, fold_members, other_folds
+from mripipe.learn.monitor import ValScan
 from mripipe.learn.networks import build_model, classify, segment_probability
 from mripipe.learn.package import write_package
 from mripipe.learn.postprocess import choose_postprocess
-from mripipe.learn.monitor import ValScan
 
 torch.set_num_threads(1)
 SEG = {"task": "segmentation", "network": {"name": "unet", "channels": [4, 8], "dropout": 0.0}}

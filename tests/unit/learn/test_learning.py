@@ -21,12 +21,12 @@ import yaml
 
 from mripipe.core.imageio import from_array, write_image
 from mripipe.learn import loader
+from mripipe.learn.loop import fit, seed_everything
 from mripipe.learn.losses import make_loss
+from mripipe.learn.monitor import ValScan, classification_validator, segmentation_validator
 from mripipe.learn.networks import build_model, load_trained, segment_probability
 from mripipe.learn.patches import extract_patches
 from mripipe.learn.search import default_params
-from mripipe.learn.loop import fit, seed_everything
-from mripipe.learn.monitor import ValScan, classification_validator, segmentation_validator
 
 CONFIG = Path(__file__).resolve().parents[3] / "config" / "config.yaml"
 SHAPE = (32, 32, 32)

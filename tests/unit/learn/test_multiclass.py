@@ -17,13 +17,13 @@ from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, write_image
 from mripipe.core.utils import read_json
 from mripipe.learn import loader
+from mripipe.learn.loop import fit, seed_everything
+from mripipe.learn.monitor import ValScan, load_val_scans, segmentation_validator
 from mripipe.learn.networks import build_model, load_trained, segment_softmax
 from mripipe.learn.patches import extract_patches, patch_labels
 from mripipe.learn.postprocess import choose_multiclass_postprocess, detection_target
 from mripipe.learn.sampling import crop, draw, foreground, sample_class
 from mripipe.learn.train import make_loss
-from mripipe.learn.loop import fit, seed_everything
-from mripipe.learn.monitor import ValScan, load_val_scans, segmentation_validator
 
 SHAPE = (32, 32, 32)
 LABELS = {"a": 1, "b": 2}

@@ -12,10 +12,10 @@ import torch
 
 from mripipe.core.split_guard import hash_test_list
 from mripipe.core.utils import write_json
-from mripipe.learn.networks import build_model
-from mripipe.learn.search import resolve_params
 from mripipe.learn.choose import rank_trials
+from mripipe.learn.networks import build_model
 from mripipe.learn.package import cli_package, package_selected
+from mripipe.learn.search import resolve_params
 from mripipe.track.tracking import client, open_trial_run, search_init
 
 torch.set_num_threads(1)

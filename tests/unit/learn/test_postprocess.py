@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mripipe.learn.monitor import ValScan
 from mripipe.learn.postprocess import (
     best_setting,
     choose_candidate_threshold,
@@ -13,7 +14,6 @@ from mripipe.learn.postprocess import (
     component_table,
     dice_grid,
 )
-from mripipe.learn.monitor import ValScan
 
 
 def crafted() -> tuple[np.ndarray, np.ndarray]:

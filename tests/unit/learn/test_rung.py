@@ -18,10 +18,10 @@ from torch import nn
 from mripipe.core.errors import InputError
 from mripipe.core.utils import write_json
 from mripipe.learn.halving import Rung, RungJob, ladder, promoted
-from mripipe.learn.rung import rank_rung, rank_trials
-from mripipe.learn.package import package_selected
-from mripipe.learn.train import train_trial
 from mripipe.learn.loop import fit
+from mripipe.learn.package import package_selected
+from mripipe.learn.rung import rank_rung, rank_trials
+from mripipe.learn.train import train_trial
 from mripipe.track.tracking import client, search_init
 
 torch.set_num_threads(1)

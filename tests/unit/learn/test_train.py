@@ -21,12 +21,12 @@ from torch import nn
 
 from mripipe.core.imageio import from_array, write_image
 from mripipe.core.utils import write_json
+from mripipe.learn.loop import fit, lr_factor
+from mripipe.learn.monitor import ValScan, classification_validator, segmentation_validator
 from mripipe.learn.networks import load_trained
 from mripipe.learn.patches import extract_patches
 from mripipe.learn.split import make_splits
 from mripipe.learn.train import train_trial
-from mripipe.learn.loop import fit, lr_factor
-from mripipe.learn.monitor import ValScan, classification_validator, segmentation_validator
 from mripipe.track.tracking import client, search_init
 
 torch.set_num_threads(1)
