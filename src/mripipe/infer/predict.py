@@ -1,6 +1,6 @@
 """Test-set inference of the model package — the only stage that reads the test subjects' images.
 
-``predict`` applies ``results/{experiment}/model/`` (the package ``select`` wrote and
+``predict`` applies ``results/{experiment}/model/`` (the package ``mripipe package`` wrote and
 ``mripipe infer`` ships) to the test scans the pipeline preprocessed with the same parameters.
 Segmentation: MONAI sliding-window inference with Gaussian blending on the template grid, then
 the probabilities are resampled (linearly) through the inverse of ``transform.tfm`` onto the raw

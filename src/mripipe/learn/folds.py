@@ -9,7 +9,7 @@ full budget (``training.epochs``, the last rung's), its own MLflow run ``{trial}
 search fold's member is the selected trial itself. So fold ``f``'s model is exactly what the
 selected trial would have been with ``fold: f``.
 
-``select`` then chooses the post-processing on the pooled out-of-fold validation predictions
+``mripipe package`` then chooses the post-processing on the pooled out-of-fold validation predictions
 (each member predicts its own fold's validation scans) and writes one weight file per member into
 the package; ``model.json`` ``ensemble`` lists them, and :mod:`mripipe.infer.ensemble` averages
 their softmax probabilities. With ``k = 1`` there is no fold job and no ``ensemble`` entry.

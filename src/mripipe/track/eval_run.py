@@ -55,7 +55,7 @@ def summarise_search(c: Any, parent: str, selected: Mapping[str, Any], metrics: 
     table tells the story: ``test_*`` metrics (the metrics with a CI, their bounds, the counts), the evaluation
     run, and where the model is (the package folder, the registered model and its alias).
 
-    The selected trial and its validation metric are logged there by ``select``.
+    The selected trial and its validation metric are logged there by ``mripipe package``.
     """
     from mlflow.entities import Metric, RunTag
 
