@@ -215,6 +215,9 @@ def test_reruns_exactly_what_changed(run_dir: Path, tmp_path: Path, run_snakemak
         # the training loop: the trials and what follows, not the data
         "src/mripipe/learn/loop.py": ({"train": 2, "package": 2},
                                          {"preprocess", "patches", "split", "manifest"}),
+        # the adapters of the evaluation commands: their rules, no other family's
+        "src/mripipe/cli/evaluate_commands.py": ({"evaluate": 2, "summarise": 1},
+                                                 {"preprocess", "train", "predict", "package", "patches"}),
         # a new manifest (say, one more scan) re-validates but re-plans no scan's preprocessing
         "results/manifest.tsv": ({"validate": 1}, {"preprocess", "manifest", "phantom"}),
     }

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import ast
+import inspect
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -90,8 +93,50 @@ def test_command_module_names_what_a_rule_executes() -> None:
 
     assert command_module("preprocess") == "mripipe.preprocess.preprocess_scan"  # records failures, runs pipeline
     assert command_module("evaluate") == "mripipe.evaluate.evaluate_experiment"
+    assert command_module("search-init") == "mripipe.track.tracking"
     with pytest.raises(KeyError):
         command_module("nope")
+
+
+def _subcommands() -> list[str]:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sorted(sub.choices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_each_adapter_calls_only_the_stage_module_it_names(command: str) -> None:
+    """The adapter imports (inside itself, so --help stays instant) its stage module and no other
+    mripipe module: the rule's code inputs, the closure of command_module, cover what it runs."""
+    from mripipe.cli import adapter, command_module
+
+    func = adapter(command)
+    assert func.__module__.startswith("mripipe.cli.") and func.__module__ != "mripipe.cli.arguments"
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in imported if m and m.startswith("mripipe")} == {command_module(command)}
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0 and f"usage: mripipe {command}" in capsys.readouterr().out
+
+
+def test_a_rule_lists_the_adapter_module_as_code() -> None:
+    """Editing an adapter re-runs the rules of its family's commands only; the dispatcher and the
+    shared argument helpers are no rule's code."""
+    from mripipe.cli import command_code
+
+    train = command_code("train")
+    assert {"src/mripipe/learn/train.py", "src/mripipe/learn/loop.py", "src/mripipe/cli/learn_commands.py"} <= set(train)
+    assert not {"src/mripipe/cli/__init__.py", "src/mripipe/cli/arguments.py",
+                "src/mripipe/cli/evaluate_commands.py"} & set(train)
+    evaluate = command_code("evaluate")
+    assert "src/mripipe/cli/evaluate_commands.py" in evaluate
+    assert not [f for f in evaluate if f.startswith("src/mripipe/learn/")]
+    assert "src/mripipe/cli/preprocess_commands.py" in command_code("preprocess")
 
 
 def test_trials_per_gpu_reaches_the_device_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,12 +146,11 @@ def test_trials_per_gpu_reaches_the_device_allocator(monkeypatch: pytest.MonkeyP
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(train, "train_trial", lambda *a, **kw: seen.update(kw))
-    ns = build_parser().parse_args([
+    assert main([
         "train", "--experiment", "e", "--trial", "trial-000", "--patches", "p", "--splits", "s",
         "--preprocessed", "x", "--manifest", "m", "--search", "j", "--seed", "1", "--out-dir", "o",
         "--trials-per-gpu", "3", "--loader-workers", "4",
-    ])
-    train.cli_train(ns)
+    ]) == 0
     assert seen["per_device"] == 3 and seen["loader_workers"] == 4
     rule = (Path(__file__).resolve().parents[2] / "workflow" / "rules" / "learn.smk").read_text(encoding="utf-8")
     # a resource, not a param or a literal: re-packing trials onto GPUs never re-runs one

@@ -1,5 +1,6 @@
 """The house rules, read from the source: one package per stage family, dependencies pointing
-downwards only, no import cycle, small modules and functions, rule files mirroring packages."""
+downwards only, no import cycle, small modules and functions, rule files mirroring packages, and
+the command line (``mripipe.cli``) a layer above every stage package, never imported by one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mripipe.core.codegraph import ROOT, all_modules, closure, direct_imports
+from mripipe.core.codegraph import ROOT, all_modules, closure, direct_imports, module_file
 
 REPO = ROOT.parents[1]
 PACKAGES = ("core", "data", "preprocess", "learn", "infer", "evaluate", "track")
@@ -23,6 +24,7 @@ ALLOWED = {
     "infer": {"core", "data", "preprocess", "learn"},
     "evaluate": {"core", "data", "track"},
 }
+CLI = "mripipe.cli"  # the command-line layer: it may import every stage package, lazily
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
@@ -32,10 +34,15 @@ def _package(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else None
 
 
+def _is_cli(module: str) -> bool:
+    return module == CLI or module.startswith(CLI + ".")
+
+
 def test_every_module_lives_in_a_stage_package() -> None:
-    loose = [m for m in all_modules() if _package(m) is None and m not in ("mripipe", "mripipe.cli")]
+    loose = [m for m in all_modules() if _package(m) is None and m != "mripipe" and not _is_cli(m)]
     assert loose == []
-    assert {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith("__")} == set(PACKAGES)
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert folders == {*PACKAGES, CLI.split(".")[1]}
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -54,8 +61,23 @@ def test_imports_point_downwards_only() -> None:
             dst = _package(target)
             if dst is not None and dst != src and dst not in ALLOWED[src]:
                 wrong.append(f"{module} -> {target}")
-            if target == "mripipe.cli":
+            if _is_cli(target):  # the command line is above every stage
                 wrong.append(f"{module} -> {target}")
+    assert wrong == []
+
+
+def test_the_cli_imports_stages_only_inside_adapters() -> None:
+    """At module level a CLI module imports only the CLI layer and core (``mripipe --help`` stays
+    instant); the stage modules are imported inside the adapter functions."""
+    wrong = []
+    for module in (m for m in all_modules() if _is_cli(m)):
+        path = module_file(module)
+        assert path is not None
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            wrong += [f"{module} -> {n}" for n in names
+                      if n.startswith("mripipe.") and not _is_cli(n) and _package(n) != "core"]
     assert wrong == []
 
 
@@ -164,7 +186,7 @@ def _package_dirs() -> list[Path]:
 def test_package_docstring_lists_exactly_its_modules(package: Path) -> None:
     """Each package's docstring names exactly its modules (and subpackages), one line on each."""
     doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
-    present = sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
+    present = sorted(p.stem for p in package.glob("*.py") if not p.stem.startswith("__"))
     present += sorted(p.name for p in package.iterdir() if (p / "__init__.py").is_file())
     listed = _listed_modules(doc)
     assert len(listed) == len(set(listed)), f"{package}: a module is listed twice"

@@ -10,8 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from mripipe.cli import command_module  # noqa: E402
-from mripipe.core.codegraph import code_files  # noqa: E402
+from mripipe.cli import command_code  # noqa: E402
 from mripipe.data.manifest import channel_columns  # noqa: E402
 from mripipe.learn.folds import other_folds  # noqa: E402
 from mripipe.learn.halving import ladder  # noqa: E402
@@ -34,10 +33,12 @@ wildcard_constraints:
 
 def code(command):
     """The mripipe source files `mripipe <command>` executes, relative to the working directory
-    (the repository root when run there: a finished run that is moved stays up to date). The
-    dispatcher cli.py is left out: it only parses arguments, and a changed command line already
-    re-runs a job (Snakemake's `code` trigger), so editing it does not re-run the whole DAG."""
-    return code_files([command_module(command)], relative_to=Path(os.getcwd()))
+    (the repository root when run there: a finished run that is moved stays up to date): the
+    stage module's import closure and the CLI module holding the command's adapter. The
+    dispatcher (mripipe/cli/__init__.py) is left out: it only parses arguments, and a changed
+    command line already re-runs a job (Snakemake's `code` trigger), so editing it does not
+    re-run the whole DAG."""
+    return command_code(command, relative_to=Path(os.getcwd()))
 
 
 def section(name):

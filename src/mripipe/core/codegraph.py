@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -102,10 +103,12 @@ def closure(module: str, root: Path = ROOT) -> list[str]:
     return sorted(seen)
 
 
-def code_files(modules: list[str], root: Path = ROOT, relative_to: Path | None = None) -> list[str]:
-    """The source files executed by importing ``modules``, as paths relative to ``relative_to``
-    (the repository root, so a finished run that is moved elsewhere is still up to date)."""
-    mods: set[str] = set()
+def code_files(modules: list[str], root: Path = ROOT, relative_to: Path | None = None,
+               alone: Sequence[str] = ()) -> list[str]:
+    """The source files executed by importing ``modules``, and those of the modules ``alone``
+    (without what they import), as paths relative to ``relative_to`` (the repository root, so a
+    finished run that is moved elsewhere is still up to date)."""
+    mods: set[str] = set(alone)
     for module in modules:
         mods.update(closure(module, root))
     files = [module_file(m, root) for m in sorted(mods)]

@@ -9,7 +9,6 @@ session per study (``ses-01``, ... in study order), one study means no session.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -139,7 +138,3 @@ def index_dicom(params: dict[str, Any], cache: Path) -> Index:
     log.info("dicom: %d scans from %d series, channels %s", len(index.rows), len(series), channels)
     return index
 
-
-def cli_dicom(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe dicom --root --out``."""
-    convert(ns.root, ns.out)

@@ -8,7 +8,6 @@ given root (relative roots stay relative to the working directory, absolute ones
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,17 +110,6 @@ def read_manifest(path: str | Path, required: Sequence[str] = ("subject", "scan"
 def channel_columns(table: pd.DataFrame) -> list[str]:
     """The channel columns of a manifest, in order (every column that is not metadata)."""
     return [c for c in table.columns if c not in BASE_COLUMNS + TAIL_COLUMNS]
-
-
-def cli_manifest(ns: argparse.Namespace) -> None:
-    """CLI adapter: ``mripipe manifest --params DATA [--root --channels --label] --out``."""
-    params = dict(ns.params)
-    for key in ("root", "label"):
-        if getattr(ns, key, None):
-            params[key] = getattr(ns, key)
-    if getattr(ns, "channels", None):
-        params["channels"] = list(ns.channels)
-    build(params, ns.out, getattr(ns, "dicom_cache", None))
 
 
 def reference_channel(manifest: pd.DataFrame, manifest_path: Path) -> str:

@@ -12,7 +12,6 @@ check, detail, severity) and to the log, one line each naming the file. Valid sc
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -180,7 +179,3 @@ def _write(table: pd.DataFrame, problems: list[Problem], p: dict[str, Any], out:
         kept.to_csv(tmp, sep="\t", index=False)
     return found
 
-
-def cli_validate(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe validate``."""
-    validate(ns.manifest, ns.params, ns.out, ns.valid, ns.needs)

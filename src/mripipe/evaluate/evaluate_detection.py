@@ -6,7 +6,6 @@ Candidates and matching are :mod:`mripipe.core.matching`'s, aggregation :mod:`mr
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -90,13 +89,7 @@ def evaluate_detection(predictions: Path, labels: Path, out_dir: Path, min_iou: 
     write_json(out / "metrics.json", json_safe(metrics))
     with atomic_path(out / "froc.tsv") as tmp:
         froc_table(results).to_csv(tmp, sep="\t", index=False)
-    return metrics
-
-
-def cli_evaluate_detection(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe evaluate-detection``."""
-    metrics = evaluate_detection(Path(ns.predictions), Path(ns.labels), Path(ns.out),
-                                 min_iou=ns.min_iou, threshold=ns.threshold)
     log.info("FROC score %s, AP %s, AUROC %s over %d scans (%d lesions) -> %s",
              metrics["froc_score"], metrics["ap"], metrics["auroc"], metrics["n_scans"],
-             metrics["n_lesions"], ns.out)
+             metrics["n_lesions"], out_dir)
+    return metrics

@@ -9,7 +9,6 @@ then logs them to an MLflow evaluation run linked to the selected trial (:mod:`m
 
 from __future__ import annotations
 
-import argparse
 import logging
 import warnings
 from collections.abc import Mapping
@@ -341,26 +340,32 @@ def _write_tsv(table: pd.DataFrame, path: Path, index: bool = False) -> None:
         table.to_csv(tmp, sep="\t", index=index, na_rep="nan")
 
 
-def cli_evaluate(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe evaluate``: segmentation or classification, then MLflow logging."""
+def evaluate_experiment(experiment: str, predictions: Path, selected: Path, splits: Path,
+                        manifest: Path, preprocessed: Path, params: dict[str, Any], seed: int,
+                        out_dir: Path) -> dict[str, Any]:
+    """``mripipe evaluate``: :func:`evaluate_segmentation` or :func:`evaluate_classification` (a
+    ``predictions.tsv`` in ``predictions``) of the test scans of ``splits``, logged to MLflow
+    (:func:`mripipe.track.eval_run.log_evaluation`).
+
+    The selected model's threshold, minimum lesion volume and candidate threshold (chosen on
+    validation, in ``selected``) override ``params`` (the ``evaluate`` section), except a number in
+    ``evaluate.candidate_threshold``. Returns the metrics.
+    """
     from mripipe.track.eval_run import log_evaluation
 
-    splits = load_splits(ns.splits, "evaluate")
-    cases = held_out_scans(Path(ns.manifest), list(splits["test"]))
-    labels = read_manifest(ns.manifest).set_index("scan")
+    test = load_splits(splits, "evaluate")["test"]
+    cases = held_out_scans(manifest, list(test))
+    labels = read_manifest(manifest).set_index("scan")
     cases["label"] = labels.loc[cases["scan"], "label"].to_numpy() if "label" in labels else ""
-    pred = Path(ns.predictions)
-    # The selected model's threshold, minimum lesion volume and candidate threshold, chosen on
-    # validation by select; a number in evaluate.candidate_threshold overrides the last.
-    chosen = read_json(ns.selected).get("postprocess") or {}
+    chosen = read_json(selected).get("postprocess") or {}
     keys = ["threshold", "min_lesion_mm3"]
-    if ns.params.get("candidate_threshold") is None:
+    if params.get("candidate_threshold") is None:
         keys.append("candidate_threshold")
-    ns.params = {**ns.params, **{k: chosen[k] for k in keys if k in chosen}}
-    if (pred / "predictions.tsv").exists():
-        metrics = evaluate_classification(pred, Path(ns.out_dir), ns.params, ns.seed, ns.experiment)
+    params = {**params, **{k: chosen[k] for k in keys if k in chosen}}
+    if (predictions / "predictions.tsv").exists():
+        metrics = evaluate_classification(predictions, out_dir, params, seed, experiment)
     else:
-        metrics = evaluate_segmentation(pred, Path(ns.preprocessed), cases, Path(ns.out_dir),
-                                        ns.params, ns.seed, ns.experiment)
-    log_evaluation(ns.experiment, read_json(ns.selected), Path(ns.selected), Path(ns.out_dir),
-                   metrics, ns.params)
+        metrics = evaluate_segmentation(predictions, preprocessed, cases, out_dir, params, seed,
+                                        experiment)
+    log_evaluation(experiment, read_json(selected), selected, out_dir, metrics, params)
+    return metrics

@@ -12,7 +12,6 @@ files that the report embeds and a browser opens as they are.
 
 from __future__ import annotations
 
-import argparse
 import html
 import logging
 import math
@@ -218,12 +217,7 @@ def data_page(validation: str | Path, excluded: str | Path) -> str:
     return "\n".join(parts)
 
 
-def cli_report_training(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe report-training``."""
-    write_training_pages(ns.experiment, ns.trials, ns.selected, ns.metrics, ns.params, ns.out_dir)
-
-
-def cli_report_data(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe report-data``."""
-    with atomic_path(ns.out) as tmp:
-        tmp.write_text(data_page(ns.validation, ns.excluded))
+def write_data_page(validation: Path, excluded: Path, out: Path) -> None:
+    """``mripipe report-data``: :func:`data_page`, written to ``out`` (``results/data.html``)."""
+    with atomic_path(out) as tmp:
+        tmp.write_text(data_page(validation, excluded))

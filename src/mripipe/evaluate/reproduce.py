@@ -10,7 +10,6 @@ the tools of this environment (the venv is reused). Only the comparison table
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -206,15 +205,3 @@ def publish(repo: Path, out: Path = PUBLISHED, cores: int = 2, summary: Path | N
         here = platform_info("cuda" if gpu_present() else "cpu") | {"commit": _git(repo, "rev-parse", "HEAD")}
     write_json(repo / out, published_doc(got, here))
     return f"published {out} (commit {here['commit'][:12]}, {here['platform']}, {here['device']}, torch {here['torch']})"
-
-
-def cli_reproduce(ns: argparse.Namespace) -> tuple[str, int]:
-    """Adapter for ``mripipe reproduce``: the table to print and the exit status."""
-    return reproduce(Path.cwd(), Path(ns.published), Path(ns.recipe) if ns.recipe else None, ns.cores,
-                     ns.keep, Path(ns.summary) if ns.summary else None)
-
-
-def cli_publish(ns: argparse.Namespace) -> str:
-    """Adapter for ``mripipe publish``."""
-    return publish(Path.cwd(), Path(ns.out), ns.cores, Path(ns.summary) if ns.summary else None,
-                   ns.allow_dirty)

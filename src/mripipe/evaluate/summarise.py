@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -106,11 +105,6 @@ def summarise(metrics_paths: Sequence[Path], out: Path, excluded: Path | None = 
     return summary
 
 
-def cli_summarise(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe summarise``."""
-    summarise([Path(p) for p in ns.metrics], Path(ns.out), getattr(ns, "excluded", None))
-
-
 def where(root: Path) -> list[str]:
     """Lines saying where the report, the metrics and the MLflow runs are (and whether they exist).
 
@@ -128,8 +122,3 @@ def where(root: Path) -> list[str]:
         f"         mlflow ui --backend-store-uri {TRACKING_URI} --host 127.0.0.1 --port 5000"
         "   (or `make ui`), then open http://127.0.0.1:5000",
     ]
-
-
-def cli_where(ns: argparse.Namespace) -> str:
-    """Adapter for ``mripipe where``: the locations, as text for the CLI to print."""
-    return "\n".join(where(Path.cwd()))

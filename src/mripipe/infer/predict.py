@@ -18,9 +18,9 @@ the output voxel at native point p takes the template map's value at ``T^-1(p)``
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -111,28 +111,32 @@ def predict_classification(pkg: Package, cases: pd.DataFrame, preprocessed: Path
     return table
 
 
-def cli_predict(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe predict``: apply the model package to the test scans."""
+def predict_test(experiment: str, model: Path, splits: Path, manifest: Path, preprocessed: Path,
+                 params: dict[str, Any], out_dir: Path, threads: int = 1,
+                 lock_dir: Path = Path(".mripipe/gpu-locks")) -> None:
+    """``mripipe predict``: apply the model package ``model`` to the test scans of ``splits``
+    (:func:`predict_segmentation` or :func:`predict_classification`), on a device allocated under
+    ``lock_dir``; ``out_dir`` ends with ``predict.json``. ``params``: the ``predict`` section
+    (``sw_batch_size``)."""
     from mripipe.core.devices import allocate
     from mripipe.core.split_guard import load_splits
 
-    splits = load_splits(ns.splits, "predict")
-    cases = held_out_scans(Path(ns.manifest), list(splits["test"]))
-    torch.set_num_threads(max(1, int(ns.threads)))
-    with allocate(Path.cwd() / ".mripipe" / "gpu-locks") as slot, atomic_path(ns.out_dir) as tmp:
+    test = load_splits(splits, "predict")["test"]
+    cases = held_out_scans(manifest, list(test))
+    torch.set_num_threads(max(1, int(threads)))
+    with allocate(lock_dir) as slot, atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        pkg = load_package(ns.model, slot.device)
+        pkg = load_package(model, slot.device)
         if pkg.task == "segmentation":
-            predict_segmentation(pkg, cases, Path(ns.preprocessed), tmp,
-                                 (ns.params or {}).get("sw_batch_size"))
+            predict_segmentation(pkg, cases, preprocessed, tmp, (params or {}).get("sw_batch_size"))
         elif pkg.task == "classification":
-            predict_classification(pkg, cases, Path(ns.preprocessed), tmp)
+            predict_classification(pkg, cases, preprocessed, tmp)
         else:
             raise InputError(f"{pkg.root}: unknown task {pkg.task!r}")
         write_json(tmp / "predict.json", {
-            "experiment": ns.experiment, "task": pkg.task, "trial": pkg.meta.get("trial"),
-            "model": str(ns.model), "weights_sha256": pkg.meta["weights"].get("sha256"),
+            "experiment": experiment, "task": pkg.task, "trial": pkg.meta.get("trial"),
+            "model": str(model), "weights_sha256": pkg.meta["weights"].get("sha256"),
             "device": slot.device, "scans": list(cases["scan"]),
             **({"labels": package_labels(pkg)} if pkg.task == "segmentation" else {}),
         })
-    log.info("%s: %s predictions of %d test scans -> %s", ns.experiment, pkg.task, len(cases), ns.out_dir)
+    log.info("%s: %s predictions of %d test scans -> %s", experiment, pkg.task, len(cases), out_dir)

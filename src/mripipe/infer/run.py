@@ -11,7 +11,6 @@ timings).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import time
@@ -168,19 +167,33 @@ def infer_dataset(pkg: Package, root: str | Path, source: str, out_dir: str | Pa
     return docs
 
 
-def cli_infer(ns: argparse.Namespace) -> str:
-    """Adapter for ``mripipe infer``: one scan (``--input``) or a dataset (``--dataset``)."""
+def infer(model: str, out: str | Path, inputs: Sequence[str | Path] | None = None,
+          dataset: str | Path | None = None, source: str = "bids", tracking_uri: str | None = None,
+          device: str | None = None, threads: int = 2, check_spacing: bool = True,
+          sw_batch_size: int | None = None) -> str:
+    """``mripipe infer``: one scan (``inputs``, its channel images) or a dataset (``dataset``, of
+    layout ``source``) through the model package ``model`` (a folder or an MLflow URI).
+
+    Args:
+        device: cpu, cuda:0, ... (None: the first GPU, else cpu).
+        check_spacing: refuse a spacing far from the training data's.
+        sw_batch_size: sliding windows per forward pass (None: the package's).
+
+    Returns:
+        One line for the CLI to print: the outputs and where they are.
+    """
     import SimpleITK as sitk
 
-    torch.set_num_threads(max(1, int(ns.threads)))
+    torch.set_num_threads(max(1, int(threads)))
     # preprocessing as the pipeline runs it (one SimpleITK thread per job): registration with
     # several threads differs from run to run
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
-    device = ns.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
-    pkg = load_package(ns.model, device=device, tracking_uri=ns.tracking_uri)
-    check = not ns.ignore_spacing
-    if ns.dataset:
-        docs = infer_dataset(pkg, ns.dataset, ns.source, ns.out, check, ns.sw_batch_size)
-        return f"{len(docs)} scans -> {ns.out}"
-    doc = infer_scan(pkg, list(ns.input), ns.out, check, ns.sw_batch_size)
-    return f"{', '.join(doc['outputs'])} -> {ns.out} ({doc['timings_s']['total']:.1f} s)"
+    device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    pkg = load_package(model, device=device, tracking_uri=tracking_uri)
+    if dataset:
+        docs = infer_dataset(pkg, dataset, source, out, check_spacing, sw_batch_size)
+        return f"{len(docs)} scans -> {out}"
+    if not inputs:
+        raise InputError("infer needs the input channel images or a dataset")
+    doc = infer_scan(pkg, list(inputs), out, check_spacing, sw_batch_size)
+    return f"{', '.join(doc['outputs'])} -> {out} ({doc['timings_s']['total']:.1f} s)"

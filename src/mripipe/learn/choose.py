@@ -8,7 +8,6 @@ configuration on the other folds (:mod:`mripipe.learn.folds`); ``mripipe package
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from mripipe.learn.halving import survivors
 from mripipe.learn.rung import ladder_record, rank_trials
 from mripipe.learn.search import search_metric
 
-__all__ = ["choose_trial", "cli_choose", "rank_trials"]
+__all__ = ["choose_trial", "rank_trials"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +52,3 @@ def choose_trial(experiment: str, trial_dirs: Sequence[str | Path], params: dict
     log.info("%s: chose %s (%s=%.4f) of %d trials", experiment, best["trial"], metric,
              best["value"], len(ranking))
     return doc
-
-
-def cli_choose(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe choose``: the selected trial (``choice.json``), before the fold jobs."""
-    choose_trial(ns.experiment, ns.trials, ns.params, ns.out, ns.rungs or ())

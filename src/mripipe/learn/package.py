@@ -17,7 +17,6 @@ shipped. The MLflow model wraps the same folder (``artifacts/package``) with the
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -343,20 +342,28 @@ def _track(search: dict[str, Any], run_id: str, best: Mapping[str, Any], experim
     return registry
 
 
-def cli_package(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe package``: selected.json and, with ``--model-dir``, the package."""
-    model_dir = getattr(ns, "model_dir", None)
-    inputs = {"manifest": getattr(ns, "manifest", None), "splits": getattr(ns, "splits", None),
-              "fingerprint": getattr(ns, "fingerprint", None), "patches": getattr(ns, "patches", None),
+def package_experiment(
+    experiment: str, search: Path, params: dict[str, Any], out: Path, *,
+    choice: Path | None = None, trials: Sequence[Path] = (), folds: Sequence[Path] = (),
+    rungs: Sequence[Path] = (), model_dir: Path | None = None, manifest: Path | None = None,
+    splits: Path | None = None, fingerprint: Path | None = None, patches: Path | None = None,
+    preprocessed: Path | None = None, settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``mripipe package``: selected.json and, with ``model_dir``, the model package
+    (:func:`package_selected`, whose ``package_inputs`` are ``manifest``, ``splits``,
+    ``fingerprint``, ``patches``, ``preprocessed`` and ``settings``).
+
+    ``choice`` or ``trials`` names what is selected; ``model_dir`` needs ``manifest``, ``splits``
+    and ``fingerprint``; ``preprocessed`` (the post-processing chosen on the validation scans) is
+    read for segmentation only.
+    """
+    inputs = {"manifest": manifest, "splits": splits, "fingerprint": fingerprint, "patches": patches,
               # segmentation: the post-processing is chosen on the validation scans
-              "preprocessed": getattr(ns, "preprocessed", None)
-              if ns.params.get("task", "segmentation") == "segmentation" else None,
-              "settings": getattr(ns, "package_params", None) or {}}
+              "preprocessed": preprocessed if params.get("task", "segmentation") == "segmentation" else None,
+              "settings": settings or {}}
     if model_dir is not None and not all(inputs[k] for k in ("manifest", "splits", "fingerprint")):
         raise InputError("package --model-dir needs --manifest, --splits and --fingerprint")
-    choice = getattr(ns, "choice", None)
-    if not choice and not getattr(ns, "trials", None):
+    if not choice and not trials:
         raise InputError("package needs --choice (choice.json) or --trials")
-    package_selected(ns.experiment, getattr(ns, "trials", None) or (), ns.search, ns.params, ns.out,
-                 model_dir=model_dir, package_inputs=inputs, rung_files=getattr(ns, "rungs", None) or (),
-                 choice=choice, fold_dirs=getattr(ns, "folds", None) or ())
+    return package_selected(experiment, trials, search, params, out, model_dir=model_dir,
+                            package_inputs=inputs, rung_files=rungs, choice=choice, fold_dirs=folds)

@@ -47,7 +47,6 @@ is validation (-1 if never). Loaders live in :mod:`mripipe.learn.loader`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -275,10 +274,21 @@ def _save_scan(
             "has_lesion": n_lesions > 0}
 
 
-def cli_patches(ns: argparse.Namespace) -> None:
-    """``mripipe patches``: adapter from the parsed arguments to :func:`extract_patches`."""
-    splits = load_splits(ns.splits, "train")
-    labels = resolve_labels(getattr(ns, "labels", None), getattr(ns, "manifest_meta", None))
-    extract_patches(
-        read_manifest(ns.manifest), splits, ns.preprocessed, ns.out_dir, ns.params, ns.seed, labels
-    )
+def write_patches(manifest: Path, splits: Path, preprocessed: Path, out_dir: Path,
+                  params: dict[str, Any], seed: int, labels: dict[str, int] | None = None,
+                  manifest_meta: Path | None = None) -> pd.DataFrame:
+    """``mripipe patches``: :func:`extract_patches` of the files the rule hands over.
+
+    Args:
+        manifest: ``results/manifest.ready.tsv``.
+        splits: ``results/splits.json`` (read through the leakage guard, for training).
+        preprocessed: ``results/preprocessed``.
+        out_dir: ``results/patches``.
+        params: the ``patches`` config section.
+        seed: master seed.
+        labels: ``data.labels`` (name -> value; empty or None = the dataset's declared labels).
+        manifest_meta: ``results/manifest.json`` (the labels an MSD/nnU-Net dataset declares).
+    """
+    split = load_splits(splits, "train")
+    label_map = resolve_labels(labels, manifest_meta)
+    return extract_patches(read_manifest(manifest), split, preprocessed, out_dir, params, seed, label_map)

@@ -15,7 +15,6 @@ same decisions.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections.abc import Sequence
@@ -125,8 +124,3 @@ def ladder_record(rung_files: Sequence[str | Path]) -> list[dict[str, Any]]:
                                    for r in doc["ranking"]],
                        "survivors": [r["trial"] for r in doc["survivors"]]})
     return record
-
-
-def cli_rung(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe rung``."""
-    rank_rung(ns.experiment, ns.rung, ns.trials, ns.params, ns.out, ns.previous)

@@ -24,7 +24,6 @@ its test list, so training and selection cannot open test scans even by mistake.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections import Counter
 from pathlib import Path
@@ -158,17 +157,18 @@ def make_splits(manifest: pd.DataFrame, params: dict[str, Any], seed: int) -> di
     }
 
 
-def cli_split(ns: argparse.Namespace) -> None:
-    """``mripipe split``: adapter from the parsed arguments to :func:`make_splits`."""
-    path = Path(ns.manifest)
-    manifest = read_manifest(path)
+def write_splits(manifest: Path, params: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
+    """``mripipe split``: :func:`make_splits` of the manifest's subjects, checked by the leakage
+    guard and written to ``out`` (``results/splits.json``)."""
+    table = read_manifest(manifest)
     try:
-        splits = make_splits(manifest, ns.params, ns.seed)
+        splits = make_splits(table, params, seed)
     except ValueError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    check_splits(splits, ns.out)
-    write_json(ns.out, splits)
+        raise InputError(f"{manifest}: {exc}") from None
+    check_splits(splits, out)
+    write_json(out, splits)
     counts = splits["class_counts"]
     log.info("test: %d subjects %s; %d fold(s); first fold train %s val %s -> %s",
              len(splits["test"]), counts["test"], len(splits["folds"]),
-             counts["folds"][0]["train"], counts["folds"][0]["val"], ns.out)
+             counts["folds"][0]["train"], counts["folds"][0]["val"], out)
+    return splits

@@ -11,7 +11,6 @@ it continues its previous rung's ``last.pt`` and MLflow run, writing the same fi
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -267,21 +266,32 @@ def _finish_run(c: Any, run_id: str, result: FitResult, metric: str, out: Path) 
                                     out / "history.tsv", out / "val_metrics.json"])
 
 
-def cli_train(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe train``: a trial (``--trial``), a promoted rung slot (``--promote``)
-    or the chosen trial on another fold (``--choice``, ``--fold``; :mod:`mripipe.learn.folds`)."""
-    trial, job, params, name = ns.trial, RungJob(stop_at=ns.budget), ns.params, None
-    if ns.promote:
-        trial, job = promoted(ns.promote, ns.slot, ns.budget)
-    if getattr(ns, "choice", None):
+def train_job(
+    experiment: str, patches: Path, splits: Path, preprocessed: Path, manifest: Path, search: Path,
+    seed: int, params: dict[str, Any], out_dir: Path, *, trial: str | None = None,
+    promote: Path | None = None, slot: int = 0, choice: Path | None = None, fold: int | None = None,
+    budget: int | None = None, threads: int = 1, lock_dir: Path = Path(".mripipe/gpu-locks"),
+    per_device: int = 1, loader_workers: int = 0,
+) -> FitResult:
+    """``mripipe train``: :func:`train_trial` of one of three jobs, given by exactly one of
+    ``trial`` (a trial of the search, stopping at ``budget``), ``promote`` (the rung file whose
+    survivor in ``slot`` continues to ``budget``; :func:`~mripipe.learn.halving.promoted`) or
+    ``choice`` (``choice.json``: the chosen trial trained on ``fold``; :mod:`mripipe.learn.folds`).
+    The other arguments are :func:`train_trial`'s (``per_device``: trials sharing one GPU).
+    """
+    job, name = RungJob(stop_at=budget), None
+    if promote:
+        trial, job = promoted(promote, slot, budget)
+    if choice:
         from mripipe.learn.folds import fold_job
 
-        if ns.fold is None:
+        if fold is None:
             raise InputError("train --choice needs --fold")
-        trial, params, name = fold_job(ns.choice, ns.params, ns.fold)
-    train_trial(
-        ns.experiment, trial, ns.patches, ns.splits, ns.preprocessed, ns.manifest, ns.search,
-        ns.seed, params, ns.out_dir, ns.threads, lock_dir=Path.cwd() / ".mripipe" / "gpu-locks",
-        per_device=ns.trials_per_gpu, job=job, run_name=name,
-        loader_workers=ns.loader_workers,
+        trial, params, name = fold_job(choice, params, fold)
+    if trial is None:
+        raise InputError("train needs a trial, a rung file to promote from or a choice")
+    return train_trial(
+        experiment, trial, patches, splits, preprocessed, manifest, search, seed, params, out_dir,
+        threads, lock_dir=lock_dir, per_device=per_device, job=job, run_name=name,
+        loader_workers=loader_workers,
     )

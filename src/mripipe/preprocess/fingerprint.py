@@ -9,7 +9,6 @@ the order of the template grid the scans are resampled to.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -146,6 +145,9 @@ def compute_fingerprint(manifest: Path, params: dict[str, Any]) -> dict[str, Any
     }
 
 
-def cli_fingerprint(ns: argparse.Namespace) -> None:
-    """``mripipe fingerprint``: write results/fingerprint.json."""
-    write_json(ns.out, compute_fingerprint(Path(ns.manifest), ns.params))
+def write_fingerprint(manifest: Path, params: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``mripipe fingerprint``: :func:`compute_fingerprint`, written to ``out``
+    (``results/fingerprint.json``)."""
+    fingerprint = compute_fingerprint(manifest, params)
+    write_json(out, fingerprint)
+    return fingerprint

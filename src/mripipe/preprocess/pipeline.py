@@ -13,7 +13,6 @@ the target spacing; ``transform.tfm`` is the identity and qc.json records the cr
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from mripipe.core.config import with_defaults
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, load_channels, read_label, to_array, write_image
 from mripipe.core.template import reference_grid, template_brainmask
-from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
+from mripipe.core.utils import atomic_path, derive_seed, write_json
 from mripipe.preprocess import intensity, registration
 from mripipe.preprocess import native as native_space
 from mripipe.preprocess.montage import save_montage
@@ -356,37 +355,3 @@ def _write_transform(tx: sitk.Transform, path: Path) -> None:
     """Write an ITK transform file atomically."""
     with atomic_path(path) as tmp:
         sitk.WriteTransform(tx, str(tmp))
-
-
-def _channel_paths(pairs: list[str]) -> dict[str, Path]:
-    """``["T1w=a.nii.gz", "FLAIR=b.nii.gz"]`` -> ordered channel name -> path."""
-    out: dict[str, Path] = {}
-    for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep or not name or not path:
-            raise InputError(f"--channel {pair!r}: expected NAME=PATH")
-        if name in out:
-            raise InputError(f"--channel {pair!r}: channel {name!r} given twice")
-        out[name] = Path(path)
-    return out
-
-
-def cli_preprocess(ns: argparse.Namespace) -> None:
-    """``mripipe preprocess``: one scan, its raw files and target spacing handed by the rule."""
-    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(max(1, int(ns.threads)))
-    if ns.fingerprint:
-        fp = read_json(ns.fingerprint)
-        if "target_spacing" not in fp:
-            raise InputError(f"{ns.fingerprint}: no target_spacing")
-        spacing = [float(s) for s in fp["target_spacing"]]
-    else:
-        spacing = [float(s) for s in ns.spacing]
-    preprocess_scan(
-        _channel_paths(list(ns.channel)),
-        Path(ns.label) if ns.label else None,
-        Path(ns.out_dir),
-        ns.params,
-        spacing,
-        Path(ns.truth) if ns.truth else None,
-        seed=int(getattr(ns, "seed", 0) or 0),
-    )

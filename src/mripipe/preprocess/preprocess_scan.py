@@ -1,7 +1,6 @@
 """``mripipe preprocess``: one scan's preprocessing, whose failure does not block the others.
 
-It runs through :func:`cli_preprocess_recorded`: the scan's folder always
-ends with a ``status.json`` (``ok``, ``reason``); a scan that fails (bad input the code
+It runs through :func:`preprocess_recorded`: the scan's folder always ends with a ``status.json`` (``ok``, ``reason``); a scan that fails (bad input the code
 recognises, a registration that does not converge, or a crash, whose traceback stays in the
 rule's log) keeps only that file and the job still succeeds. After the template registration
 the normalised correlation with the template inside the brain mask is recorded in ``qc.json``;
@@ -11,9 +10,9 @@ below ``preprocess.min_registration_ncc`` the scan is failed with that reason.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,27 +55,87 @@ def _fail(out_dir: Path, scan: str, check: str, reason: str) -> None:
     log.error("%s: preprocessing failed (%s): %s; the scan is excluded", scan, check, reason)
 
 
-def cli_preprocess_recorded(ns: argparse.Namespace) -> None:
-    """``mripipe preprocess`` with its outcome recorded in ``status.json`` (never blocking others)."""
-    out_dir = Path(ns.out_dir)
+def channel_paths(pairs: Sequence[str]) -> dict[str, Path]:
+    """``["T1w=a.nii.gz", "FLAIR=b.nii.gz"]`` -> ordered channel name -> path."""
+    out: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--channel {pair!r}: expected NAME=PATH")
+        if name in out:
+            raise InputError(f"--channel {pair!r}: channel {name!r} given twice")
+        out[name] = Path(path)
+    return out
+
+
+def target_spacing(spacing: Sequence[float] | None, fingerprint: Path | None) -> list[float]:
+    """The target spacing in mm: the fingerprint's ``target_spacing`` (``spacing: auto``) when a
+    fingerprint file is given, else ``spacing``."""
+    if fingerprint is not None:
+        fp = read_json(fingerprint)
+        if "target_spacing" not in fp:
+            raise InputError(f"{fingerprint}: no target_spacing")
+        return [float(s) for s in fp["target_spacing"]]
+    if spacing is None:
+        raise InputError("preprocess needs a target spacing or a fingerprint")
+    return [float(s) for s in spacing]
+
+
+def _preprocess(channels: Sequence[str], out_dir: Path, params: dict[str, Any], spacing: Sequence[float] | None,
+                fingerprint: Path | None, label: Path | None, truth: Path | None, threads: int,
+                seed: int) -> None:
+    """:func:`~mripipe.preprocess.pipeline.preprocess_scan` of the channels as the rule hands them."""
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
+    target = target_spacing(spacing, fingerprint)
+    pipeline.preprocess_scan(channel_paths(channels), label, out_dir, params, target, truth, seed=seed)
+
+
+def preprocess_recorded(
+    scan: str,
+    channels: Sequence[str],
+    out_dir: Path,
+    params: dict[str, Any],
+    spacing: Sequence[float] | None = None,
+    fingerprint: Path | None = None,
+    label: Path | None = None,
+    truth: Path | None = None,
+    threads: int = 1,
+    seed: int = 0,
+) -> None:
+    """``mripipe preprocess``: one scan, with its outcome recorded in ``status.json`` (never
+    blocking others).
+
+    Args:
+        scan: the scan's id.
+        channels: the raw channels in order as ``NAME=PATH`` (parsed here, so a malformed one is
+            recorded like any other bad input); the first is the reference.
+        out_dir: the scan's folder (``results/preprocessed/{scan}``).
+        params: the ``preprocess:`` config section.
+        spacing: target spacing in mm; or
+        fingerprint: ``results/fingerprint.json`` (``spacing: auto``), which wins when given.
+        label: label map on the reference grid, if any.
+        truth: the phantom's ``truth.json`` (QC against truth), if any.
+        threads: SimpleITK threads (set globally for the process).
+        seed: master seed (registration sampling).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        pipeline.cli_preprocess(ns)
+        _preprocess(channels, out_dir, params, spacing, fingerprint, label, truth, threads, seed)
     except InputError as exc:
-        return _fail(out_dir, ns.scan, "preprocess", str(exc))
+        return _fail(out_dir, scan, "preprocess", str(exc))
     except Exception as exc:  # noqa: BLE001 -- recorded, the traceback kept in the log
-        log.exception("preprocessing %s crashed", ns.scan)
-        return _fail(out_dir, ns.scan, "preprocess", f"{type(exc).__name__}: {exc}".splitlines()[0])
+        log.exception("preprocessing %s crashed", scan)
+        return _fail(out_dir, scan, "preprocess", f"{type(exc).__name__}: {exc}".splitlines()[0])
     qc_path = out_dir / "qc.json"
     qc: dict[str, Any] = dict(read_json(qc_path))
-    if param("preprocess", ns.params, "register"):
+    if param("preprocess", params, "register"):
         ncc = registration_ncc(out_dir)
-        least = float(param("preprocess", ns.params, "min_registration_ncc"))
+        least = float(param("preprocess", params, "min_registration_ncc"))
         qc["registration_ncc"] = round(ncc, 4)
         write_json(qc_path, qc)
         if ncc < least:
-            return _fail(out_dir, ns.scan, "registration",
-                         f"{ns.channel[0].split('=', 1)[-1]}: correlation with the template in the brain mask {ncc:.3f} "
+            return _fail(out_dir, scan, "registration",
+                         f"{channels[0].split('=', 1)[-1]}: correlation with the template in the brain mask {ncc:.3f} "
                          f"< preprocess.min_registration_ncc {least:g} (failed template registration?)")
-    write_json(out_dir / STATUS, {"scan": ns.scan, "ok": True, "check": "", "reason": ""})
+    write_json(out_dir / STATUS, {"scan": scan, "ok": True, "check": "", "reason": ""})
     return None

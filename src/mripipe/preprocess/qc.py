@@ -16,7 +16,6 @@ Definitions (also in docs/contract.md):
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -232,8 +231,3 @@ def qc_table(qc_files: Sequence[Path], out_tsv: Path, out_plot: Path) -> Any:
     plt.close(fig)
     log.info("QC table of %d scans -> %s", len(table), out_tsv)
     return table
-
-
-def cli_qc_table(ns: argparse.Namespace) -> None:
-    """``mripipe qc-table``: gather qc.json files into qc.tsv and a summary plot."""
-    qc_table([Path(p) for p in ns.qc], Path(ns.out), Path(ns.plot))

@@ -9,7 +9,6 @@ both the scans validation excluded and those preprocessing lost.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -62,8 +61,3 @@ def ready(valid: str | Path, validation: str | Path, preprocessed: str | Path, o
     with atomic_path(out) as tmp:
         kept.to_csv(tmp, sep="\t", index=False)
     return kept
-
-
-def cli_ready(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe ready``."""
-    ready(ns.manifest, ns.validation, ns.preprocessed, ns.out, ns.excluded)

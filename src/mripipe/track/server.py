@@ -12,12 +12,12 @@ they need no access to the artifact root), and never starts MLflow's job-executi
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,18 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def cli_tracking_server(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe tracking-server``: replaces this process with ``mlflow server``."""
-    db = ns.backend_store_uri[len("sqlite:///"):] if ns.backend_store_uri.startswith("sqlite:///") else None
+def serve(backend_store_uri: str = DEFAULT_BACKEND, artifacts: str = DEFAULT_ARTIFACTS,
+          host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1) -> NoReturn:
+    """``mripipe tracking-server``: replaces this process with ``mlflow server``."""
+    db = backend_store_uri[len("sqlite:///"):] if backend_store_uri.startswith("sqlite:///") else None
     if db:
         Path(db).resolve().parent.mkdir(parents=True, exist_ok=True)
-    cmd = server_command(ns.backend_store_uri, ns.artifacts, ns.host, ns.port, ns.workers)
-    if ns.host not in ("127.0.0.1", "localhost", "::1"):
+    cmd = server_command(backend_store_uri, artifacts, host, port, workers)
+    if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding %s: every machine that can reach it can read and write the runs",
-                    ns.host)
+                    host)
     log.info("tracking server: %s; jobs use tracking.uri: http://%s:%d", " ".join(cmd),
-             ns.host if ns.host != "0.0.0.0" else "<this host's name>", ns.port)
+             host if host != "0.0.0.0" else "<this host's name>", port)
     for handler in logging.getLogger().handlers:
         handler.flush()
     os.execve(cmd[0], cmd, server_env())

@@ -7,7 +7,6 @@ tracking URI (no global active run), except model logging in :mod:`mripipe.learn
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
@@ -202,15 +201,19 @@ def search_init(
     return doc
 
 
-def cli_search_init(ns: argparse.Namespace) -> None:
-    """Adapter for ``mripipe search-init``."""
+def start_search(experiment: str, tracking_uri: str, params: dict[str, Any], out: Path,
+                 manifest: Path | None = None, splits: Path | None = None,
+                 dataset_name: str | None = None) -> dict[str, Any]:
+    """``mripipe search-init``: :func:`search_init`; with ``manifest`` and ``splits``, the data the
+    trials read (fold ``params["fold"]``) is described and logged as the dataset ``dataset_name``
+    (default: the manifest's name)."""
     dataset = None
-    if getattr(ns, "manifest", None) and getattr(ns, "splits", None):
+    if manifest and splits:
         from mripipe.track.dataset import describe_dataset
 
-        dataset = describe_dataset(ns.manifest, ns.splits, ns.dataset_name or Path(ns.manifest).stem,
-                                   int(ns.params.get("fold", 0)))
-    search_init(ns.experiment, ns.tracking_uri, ns.params, ns.out, dataset=dataset)
+        dataset = describe_dataset(manifest, splits, dataset_name or manifest.stem,
+                                   int(params.get("fold", 0)))
+    return search_init(experiment, tracking_uri, params, out, dataset=dataset)
 
 
 def open_trial_run(

@@ -3,7 +3,6 @@ MSD adapter and validation (real generation: 3 subjects at 3 mm)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import SimpleITK as sitk
 
 from mripipe.core.imageio import load_channels, read_label, to_array
 from mripipe.data.manifest import build, read_meta
-from mripipe.data.phantom import OutputExistsError, cli_phantom
+from mripipe.data.phantom import OutputExistsError, generate_dataset
 from mripipe.data.phantom.msd_writer import core_and_rim
 from mripipe.data.validate import validate
 
@@ -24,7 +23,7 @@ PARAMS = {"n_subjects": 3, "snr": 20.0, "t1w_spacing": [3.0, 3.0, 3.0], "flair_s
 @pytest.fixture(scope="module")
 def msd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("phantom") / "Task99_Phantom"
-    cli_phantom(argparse.Namespace(out=str(out), seed=7, params=PARAMS, workers=1, layout="msd"))
+    generate_dataset(out, 7, PARAMS, workers=1, layout="msd")
     return out
 
 
@@ -70,4 +69,4 @@ def test_the_msd_adapter_reads_it_with_label_names(msd: Path, tmp_path: Path) ->
 
 def test_refuses_a_non_empty_folder(msd: Path) -> None:
     with pytest.raises(OutputExistsError):
-        cli_phantom(argparse.Namespace(out=str(msd), seed=7, params=PARAMS, workers=1, layout="msd"))
+        generate_dataset(msd, 7, PARAMS, workers=1, layout="msd")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ from mripipe.core.split_guard import hash_test_list
 from mripipe.core.utils import write_json
 from mripipe.learn.choose import rank_trials
 from mripipe.learn.networks import build_model
-from mripipe.learn.package import cli_package, package_selected
+from mripipe.learn.package import package_experiment, package_selected
 from mripipe.learn.search import resolve_params
 from mripipe.track.tracking import client, open_trial_run, search_init
 
@@ -90,11 +89,10 @@ def test_select_writes_the_package_logs_and_registers_it(tmp_path: Path) -> None
     dirs = make_trials(tmp_path, [{"val_dice": 0.2}, {"val_dice": 0.6}], search)
     out = tmp_path / "selected.json"
     inputs = package_inputs(tmp_path, dirs)
-    cli_package(argparse.Namespace(
-        experiment="lesion_seg", trials=[str(d) for d in dirs], search=str(tmp_path / "search.json"),
-        params=CFG, out=str(out), model_dir=str(tmp_path / "model"), manifest=str(inputs["manifest"]),
-        splits=str(inputs["splits"]), fingerprint=str(inputs["fingerprint"]), patches=None,
-        package_params=inputs["settings"]))
+    package_experiment(
+        "lesion_seg", tmp_path / "search.json", CFG, out, trials=dirs, model_dir=tmp_path / "model",
+        manifest=Path(inputs["manifest"]), splits=Path(inputs["splits"]),
+        fingerprint=Path(inputs["fingerprint"]), settings=inputs["settings"])
     doc = json.loads(out.read_text())
     assert doc["trial"] == "trial-001" and doc["value"] == 0.6 and doc["metric"] == "val_dice"
     assert doc["tracking_uri"] == uri and doc["parent_run_id"] == search["parent_run_id"]
@@ -146,13 +144,12 @@ def test_select_without_mlflow_model(tmp_path: Path) -> None:
 def test_choice_comes_first_and_select_reads_it(tmp_path: Path) -> None:
     """`mripipe choose` writes the choice before any fold job; select --choice gives the same
     selected.json as select on the trials."""
-    from mripipe.learn.choose import cli_choose
+    from mripipe.learn.choose import choose_trial
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     search_init("e", uri, CFG, tmp_path / "search.json")
     dirs = make_trials(tmp_path, [{"val_dice": 0.3, "epoch": 2}, {"val_dice": 0.5, "epoch": 4}])
-    cli_choose(argparse.Namespace(experiment="e", trials=[str(d) for d in dirs], params=CFG,
-                                  out=str(tmp_path / "choice.json"), rungs=[]))
+    choose_trial("e", dirs, CFG, tmp_path / "choice.json")
     choice = json.loads((tmp_path / "choice.json").read_text())
     assert (choice["trial"], choice["value"], choice["epoch"]) == ("trial-001", 0.5, 4)
     direct = package_selected("e", dirs, tmp_path / "search.json", CFG, tmp_path / "a.json", log_model=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from mripipe.cli import main
 from mripipe.core.imageio import from_array, read_image, to_array, write_image
 from mripipe.core.utils import write_json
 from mripipe.learn.patches import (
     class_names,
     classification_volume,
-    cli_patches,
     extract_patches,
 )
 from mripipe.learn.split import make_splits
@@ -161,12 +160,10 @@ def test_seeded_and_cli(extracted: tuple[Path, pd.DataFrame, dict], tmp_path: Pa
     manifest.to_csv(manifest_path, sep="\t", index=False)
     full = make_splits(manifest, {"test_fraction": 0.34, "val_fraction": 0.34}, seed=0)
     write_json(tmp_path / "splits.json", full)
-    ns = argparse.Namespace(manifest=str(manifest_path), splits=str(tmp_path / "splits.json"),
-                            preprocessed=str(root / "preprocessed"), seed=1,
-                            params={"size": SIZE, "per_scan": 6, "pos_fraction": 0.5,
-                                    "volume_shape": [5, 6, 4]},
-                            out_dir=str(tmp_path / "patches"))
-    cli_patches(ns)
+    params = {"size": SIZE, "per_scan": 6, "pos_fraction": 0.5, "volume_shape": [5, 6, 4]}
+    assert main(["patches", "--manifest", str(manifest_path), "--splits", str(tmp_path / "splits.json"),
+                 "--preprocessed", str(root / "preprocessed"), "--seed", "1",
+                 "--params", json.dumps(params), "--out-dir", str(tmp_path / "patches")]) == 0
     again = pd.read_csv(tmp_path / "patches" / "index.tsv", sep="\t")
     assert again.equals(index.reset_index(drop=True))
 

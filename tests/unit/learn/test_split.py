@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mripipe.core.split_guard import hash_test_list, load_splits
-from mripipe.learn.split import cli_split, make_splits
+from mripipe.learn.split import make_splits, write_splits
 
 
 def cohort(n: int = 40, two_session_every: int = 4) -> pd.DataFrame:
@@ -90,10 +89,9 @@ def test_sessions_with_different_classes_raise() -> None:
 
 def write_split(tmp_path: Path) -> Path:
     path = tmp_path / "splits.json"
-    ns = argparse.Namespace(manifest=str(tmp_path / "manifest.tsv"), seed=3,
-                            params={"n_folds": 2}, out=str(path))
-    cohort(20).to_csv(ns.manifest, sep="\t", index=False)
-    cli_split(ns)
+    manifest = tmp_path / "manifest.tsv"
+    cohort(20).to_csv(manifest, sep="\t", index=False)
+    write_splits(manifest, {"n_folds": 2}, 3, path)
     return path
 
 
@@ -138,12 +136,11 @@ def test_tampered_test_list_raises(tmp_path: Path) -> None:
 
 
 def test_too_few_subjects_raise(tmp_path: Path) -> None:
-    ns = argparse.Namespace(manifest=str(tmp_path / "m.tsv"), seed=0, params={},
-                            out=str(tmp_path / "s.json"))
-    cohort(2).to_csv(ns.manifest, sep="\t", index=False)
-    with pytest.raises(ValueError, match=rf"^{ns.manifest}: 2 subjects"):
-        cli_split(ns)
-    assert not Path(ns.out).exists()
+    manifest, out = tmp_path / "m.tsv", tmp_path / "s.json"
+    cohort(2).to_csv(manifest, sep="\t", index=False)
+    with pytest.raises(ValueError, match=rf"^{manifest}: 2 subjects"):
+        write_splits(manifest, {}, 0, out)
+    assert not out.exists()
 
 
 def test_tiny_cohort_with_a_single_subject_class() -> None:

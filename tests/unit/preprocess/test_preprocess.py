@@ -162,3 +162,31 @@ def test_bad_input_names_the_file(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "image.nii.gz").exists()
 
 
+
+
+def test_a_failed_scan_is_recorded_not_raised(tmp_path: Path) -> None:
+    """`mripipe preprocess` never fails its job on bad input: the scan's folder keeps only
+    status.json with the reason (mripipe ready excludes the scan)."""
+    from mripipe.preprocess.preprocess_scan import preprocess_recorded
+
+    threads = sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()
+    fingerprint = tmp_path / "fingerprint.json"
+    fingerprint.write_text("{}")
+    bad = tmp_path / "broken_T1w.nii.gz"
+    bad.write_text("not an image")
+    try:
+        cases = {
+            "a": ([f"T1w={bad}"], {"fingerprint": fingerprint}, f"{fingerprint}: no target_spacing"),
+            "b": (["T1w"], {"spacing": [4.0, 4.0, 4.0]}, "--channel 'T1w': expected NAME=PATH"),
+            "c": ([f"T1w={bad}"], {"spacing": [4.0, 4.0, 4.0]}, str(bad)),
+        }
+        for name, (channels, target, reason) in cases.items():
+            out = tmp_path / name
+            (out / "old").mkdir(parents=True)
+            preprocess_recorded(f"sub-{name}", channels, out, FAST, **target)
+            status = json.loads((out / "status.json").read_text())
+            assert status["scan"] == f"sub-{name}" and status["ok"] is False
+            assert status["check"] == "preprocess" and status["reason"].startswith(reason)
+            assert [p.name for p in out.iterdir()] == ["status.json"]
+    finally:
+        sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)

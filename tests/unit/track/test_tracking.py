@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from mlflow.exceptions import MlflowException
 
 from mripipe.track.tracking import (
     artifact_location,
-    cli_search_init,
     client,
     data_hash,
     git_commit,
@@ -21,6 +19,7 @@ from mripipe.track.tracking import (
     open_trial_run,
     retry,
     search_init,
+    start_search,
 )
 
 CFG = {"task": "segmentation", "search": {"n_trials": 2, "seed": 1, "metric": "val_dice",
@@ -29,9 +28,7 @@ CFG = {"task": "segmentation", "search": {"n_trials": 2, "seed": 1, "metric": "v
 
 def test_search_init_creates_experiment_parent_run_and_search_json(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    ns = argparse.Namespace(experiment="lesion_seg", tracking_uri=uri, params=CFG,
-                            out=str(tmp_path / "search.json"))
-    cli_search_init(ns)
+    start_search("lesion_seg", uri, CFG, tmp_path / "search.json")
     doc = json.loads((tmp_path / "search.json").read_text())
     assert set(doc) == {"experiment", "mlflow_experiment_id", "parent_run_id", "tracking_uri"}
     c = client(uri)

@@ -4,7 +4,6 @@ store in a temporary folder."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,10 +12,10 @@ from mripipe.track.dataset import describe_dataset
 from mripipe.track.eval_run import log_evaluation
 from mripipe.track.tracking import (
     EXPERIMENT_KIND,
-    cli_search_init,
     client,
     get_or_create_experiment,
     open_trial_run,
+    start_search,
 )
 
 CFG = {"task": "segmentation", "search": {"n_trials": 1, "seed": 1, "metric": "val_dice", "space": {}}}
@@ -48,9 +47,7 @@ def test_experiment_is_tagged_for_the_training_runs_view(tmp_path: Path) -> None
 def test_search_and_trials_log_the_dataset_and_parent_gets_test_metrics(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     manifest, splits = _data(tmp_path)
-    ns = argparse.Namespace(experiment="lesion_seg", tracking_uri=uri, params=CFG, manifest=str(manifest),
-                            splits=str(splits), dataset_name="phantom", out=str(tmp_path / "search.json"))
-    cli_search_init(ns)
+    start_search("lesion_seg", uri, CFG, tmp_path / "search.json", manifest, splits, "phantom")
     search = json.loads((tmp_path / "search.json").read_text())
     c = client(uri)
     parent = c.get_run(search["parent_run_id"])

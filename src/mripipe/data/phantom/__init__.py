@@ -20,7 +20,6 @@ Modules:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing
 import os
@@ -45,7 +44,7 @@ from mripipe.data.phantom.bids_writer import (
 from mripipe.data.phantom.params import CLASSES, PhantomParams
 from mripipe.data.phantom.subject import SubjectPlan, generate_subject, template_for
 
-__all__ = ["generate_cohort", "plan_cohort", "cli_phantom", "PhantomParams", "SubjectPlan", "OutputExistsError"]
+__all__ = ["generate_cohort", "generate_dataset", "plan_cohort", "PhantomParams", "SubjectPlan", "OutputExistsError"]
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +170,13 @@ def _log_summary(scans: list[dict[str, Any]], seconds: float, out: Path) -> None
         )
 
 
-def cli_phantom(ns: argparse.Namespace) -> None:
-    """CLI adapter: ``mripipe phantom --out --seed --workers --params [--layout bids|msd]``."""
-    if getattr(ns, "layout", "bids") == "msd":
+def generate_dataset(out: str | Path, seed: int, params: dict[str, Any], workers: int = 1,
+                     layout: str = "bids") -> None:
+    """``mripipe phantom``: the phantom cohort in BIDS layout (:func:`generate_cohort`) or, with
+    ``layout="msd"``, as an MSD dataset (:func:`mripipe.data.phantom.msd_writer.generate_msd`)."""
+    if layout == "msd":
         from mripipe.data.phantom.msd_writer import generate_msd
 
-        generate_msd(ns.out, ns.seed, ns.params, workers=ns.workers)
+        generate_msd(out, seed, params, workers=workers)
         return
-    generate_cohort(ns.out, ns.seed, ns.params, workers=ns.workers)
+    generate_cohort(out, seed, params, workers=workers)
