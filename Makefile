@@ -15,7 +15,7 @@ export PYTHONUTF8 := 1
 # rules call the `mripipe` console script: put the environment's bin first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run reproduce publish screenshots test test-unit e2e ui bench gpu-check lint version lock clean test-slurm tracking-server
+.PHONY: run reproduce publish screenshots test test-unit e2e ui bench gpu-check lint lint-workflow version lock clean test-slurm tracking-server
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -85,7 +85,12 @@ gpu-check: $(STAMP) $(PKG)  ## bench/gpu_check.py: AMP step times, workers, dete
 bench: $(STAMP) $(PKG)
 	@for b in bench/bench_*.py; do echo ">> $$b"; $(BIN)/python $$b || exit 1; done
 
-lint: $(STAMP) $(PKG)
+# `snakemake --lint` for the default and the e2e config: any finding fails, but the one asking each
+# rule for a conda environment or container (the rules run in this .venv; DEPLOYMENT_LINT in the test)
+lint-workflow: $(STAMP) $(PKG)  ## snakemake --lint (default and e2e config)
+	$(BIN)/pytest -q tests/unit/test_workflow.py::test_snakemake_lint_is_clean_but_for_the_deployment_lint
+
+lint: $(STAMP) $(PKG) lint-workflow  ## snakemake --lint, ruff, mypy
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 

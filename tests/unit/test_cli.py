@@ -156,8 +156,9 @@ def test_trials_per_gpu_reaches_the_device_allocator(monkeypatch: pytest.MonkeyP
     # a resource, not a param or a literal: re-packing trials onto GPUs never re-runs one
     assert 'trials_per_gpu=config["train"]["trials_per_gpu"]' in rule
     assert "--trials-per-gpu {resources.trials_per_gpu}" in rule
-    # the same for the GPU DataLoader workers (train.loader_workers), in every training rule
-    n_rules = rule.count("mripipe train ")
-    assert n_rules == 3  # train, train_rung, train_fold
-    assert rule.count('loader_workers=config["train"]["loader_workers"]') == n_rules
-    assert rule.count("--loader-workers {resources.loader_workers}") == n_rules
+    # the same for the GPU DataLoader workers (train.loader_workers), in the one training rule
+    # that train_rung and train_fold inherit (`use rule train as ... with:`)
+    assert rule.count("mripipe train ") == 1
+    assert rule.count("use rule train as ") == 2
+    assert rule.count('loader_workers=config["train"]["loader_workers"]') == 1
+    assert rule.count("--loader-workers {resources.loader_workers}") == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,16 +37,19 @@ def test_every_schema_key_is_documented() -> None:
     assert walk(SCHEMA, "config") == []
 
 
-def _dry_run(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(config)
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     bindir = Path(sys.executable).parent
     return subprocess.run(
-        [str(bindir / "snakemake"), "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(cfg)],
+        [str(bindir / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"},
     )
+
+
+def _dry_run(config: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(config)
+    return _snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(cfg), *args)
 
 
 @pytest.mark.parametrize(
@@ -155,3 +160,78 @@ def test_fold_ensemble_jobs(tmp_path: Path) -> None:
     counts = _job_counts(plain.stdout)
     assert "train_fold" not in counts and (counts["choose"], counts["package"]) == (1, 1)
     assert "results/x/folds" not in plain.stdout
+
+
+def _shell_commands(out: str) -> list[tuple[str, str]]:
+    """(rule, shell command) of each job of a dry run with --printshellcmds."""
+    commands, rule = [], ""
+    for line in out.splitlines():
+        if line.startswith(("rule ", "localrule ", "checkpoint ", "localcheckpoint ")) and line.endswith(":"):
+            rule = line.split()[1].rstrip(":")
+        elif line.startswith("Shell command: "):
+            commands.append((rule, line.removeprefix("Shell command: ")))
+    return commands
+
+
+def test_the_three_training_rules_run_one_command(tmp_path: Path) -> None:
+    """train_rung and train_fold are rule train (`use rule train as ... with:`): every training
+    job runs `mripipe train` with the same arguments in the same order, the same patch cache,
+    scans, split and search, but for what picks its trial (params.job) and its budget and folder."""
+    proc = _dry_run("split: {n_folds: 3}\nexperiments: {x: {task: segmentation, fold: 1, "
+                    "search: {n_trials: 4, rungs: 2}}}\n", tmp_path, "--printshellcmds")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    job = {"train": ["--trial"], "train_rung": ["--promote", "--slot"], "train_fold": ["--choice", "--fold"]}
+    runs: dict[str, list[dict[str, str]]] = {rule: [] for rule in job}
+    for rule, command in _shell_commands(proc.stdout):
+        if rule in job:
+            args = shlex.split(command)
+            assert args[:2] == ["mripipe", "train"] and len(args) % 2 == 0, command
+            runs[rule].append(dict(zip(args[2::2], args[3::2], strict=True)))
+    assert {rule: len(r) for rule, r in runs.items()} == {"train": 4, "train_rung": 2, "train_fold": 2}
+    shapes = {rule: {tuple(a for a in args if a not in job[rule]) for args in r} for rule, r in runs.items()}
+    assert len({shape for s in shapes.values() for shape in s}) == 1, shapes
+    every = [args for r in runs.values() for args in r]
+    for flag in ("--patches", "--preprocessed", "--splits", "--manifest", "--search", "--seed", "--params",
+                 "--trials-per-gpu", "--loader-workers", "--threads"):
+        assert len({args[flag] for args in every}) == 1, flag
+    assert every[0]["--patches"] == "results/patches" and every[0]["--preprocessed"] == "results/preprocessed"
+    assert sorted(a["--trial"] for a in runs["train"]) == [f"trial-00{i}" for i in range(4)]
+    assert sorted((a["--promote"], a["--slot"], a["--out-dir"]) for a in runs["train_rung"]) == [
+        ("results/x/rungs/rung-0.json", f"00{k}", f"results/x/rungs/1/slot-00{k}") for k in range(2)]
+    assert sorted((a["--choice"], a["--fold"], a["--out-dir"]) for a in runs["train_fold"]) == [
+        ("results/x/choice.json", f, f"results/x/folds/fold-{f}") for f in ("0", "2")]
+    # rung 0 stops at its rung's budget; the slots and the fold models train to training.epochs
+    budgets = {rule: {a["--budget"] for a in r} for rule, r in runs.items()}
+    assert budgets["train_rung"] == budgets["train_fold"] and budgets["train"] != budgets["train_rung"]
+
+
+#: The one finding `snakemake --lint` may report, once for every rule. The rules run in the one
+#: environment that `make` builds from requirements.lock (the `mripipe` console script and its
+#: locked dependencies; the same on a SLURM cluster), not in a conda environment or container of
+#: their own; the workflow has neither to name.
+DEPLOYMENT_LINT = "Specify a conda environment or container for each rule."
+
+
+def _lint_findings(out: str) -> list[str]:
+    """"<rule or snakefile>: <title>" for each finding of `snakemake --lint` (its text output:
+    Snakemake 9's command line prints text even when asked for json)."""
+    findings, item = [], ""
+    for line in out.splitlines():
+        if line.startswith("Lints for "):
+            item = line.removeprefix("Lints for ").split(" (line ", 1)[0].rstrip(":")
+        elif line.startswith("    * ") and line.endswith(":"):
+            findings.append(f"{item}: {line.removeprefix('    * ').removesuffix(':')}")
+    return findings
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "tests/e2e/config.yaml"])
+def test_snakemake_lint_is_clean_but_for_the_deployment_lint(config: str, tmp_path: Path) -> None:
+    """`make lint-workflow`: every other finding of `snakemake --lint` fails, for the default
+    config (read from config/ in the working directory, as in a checkout) and the e2e config."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    args = [] if config == "config/config.yaml" else ["--configfile", str(REPO / config)]
+    proc = _snakemake(tmp_path, "--lint", *args)
+    findings = _lint_findings(proc.stdout + proc.stderr)
+    assert proc.returncode == (1 if findings else 0), proc.stderr[-3000:]
+    assert [f for f in findings if not f.endswith(f": {DEPLOYMENT_LINT}")] == []

@@ -1,6 +1,9 @@
 # Shared names for the rules: the source files each `mripipe` command executes (its code inputs,
-# from the import graph), the config sections as JSON parameters, and the scan list (known once
-# the manifest checkpoint has run).
+# from the import graph), the config sections as JSON parameters, the scan list (known once the
+# manifest checkpoint has run), and every input and params function of the rule files, named
+# get_*. Every folder a job reads is a declared input (or holds declared inputs): a params
+# function that takes `input` or `output` derives the folder or argument from the job's declared
+# files; the preprocessed scans' folder is PREPROCESSED, next to the declared scan folders.
 import json
 import os
 import shlex
@@ -67,19 +70,44 @@ def manifest_table():
     return read_table(checkpoints.manifest.get().output.tsv)
 
 
-def manifest_files(wildcards=None):
+def get_dataset_index(wildcards):
+    """What the manifest indexes besides the folder: the phantom folder (its rule's output), the
+    DICOM cache and its table, dataset.json (msd, nnunet), the table, or a BIDS participants table."""
+    root = Path(config["data"]["root"])
+    if SOURCE == "phantom":
+        return {"dataset": str(root)}
+    if SOURCE == "dicom":
+        table = config["data"]["dicom"]["table"]
+        return {"dicom": "results/dicom", **({"table": str(root / table)} if table else {})}
+    path = {"msd": root / "dataset.json", "nnunet": root / "dataset.json",
+            "table": root / config["data"]["table"]["path"]}.get(SOURCE, root / "participants.tsv")
+    return {"dataset": str(path)} if path.is_file() else {}
+
+
+def get_dicom_args(wildcards, input):
+    """`--dicom-cache` (the declared input.dicom, rule dicom's output) for a DICOM dataset."""
+    return f"--dicom-cache {input.dicom}" if "dicom" in input.keys() else ""
+
+
+def get_manifest_files(wildcards=None):
     """Every raw file the manifest names: replacing one re-validates."""
     table = manifest_table()
     cols = [*channel_columns(table), "label"]
     return sorted({v for c in cols if c in table.columns for v in table[c] if v})
 
 
-def valid_scans(wildcards=None):
+def get_valid_images(wildcards=None):
+    """The channel images of the scans validation kept: the fingerprint reads their headers."""
+    table = read_table(checkpoints.validate.get().output.valid)
+    return sorted({v for c in channel_columns(table) for v in table[c] if v})
+
+
+def valid_scans():
     """The scans validation kept (a checkpoint)."""
     return sorted(read_table(checkpoints.validate.get().output.valid)["scan"])
 
 
-def scans(wildcards=None):
+def ready_scans():
     """The scans that made it through validation and preprocessing (a checkpoint)."""
     return sorted(read_table(checkpoints.ready.get().output.tsv)["scan"])
 
@@ -92,7 +120,7 @@ def scan_row(wildcards):
     return rows.iloc[0], channel_columns(table)
 
 
-def raw_files(wildcards):
+def get_raw_files(wildcards):
     """A scan's raw channel, label and truth files: replacing one re-runs that scan only."""
     row, channels = scan_row(wildcards)
     files = {f"ch_{c}": row[c] for c in channels if row[c]}
@@ -100,8 +128,9 @@ def raw_files(wildcards):
     return files
 
 
-def scan_args(wildcards):
-    """`--channel NAME=PATH ... [--label PATH] [--truth PATH]` for `mripipe preprocess`."""
+def get_scan_args(wildcards):
+    """`--channel NAME=PATH ... [--label PATH] [--truth PATH]` for `mripipe preprocess` (the
+    files of get_raw_files)."""
     row, channels = scan_row(wildcards)
     args = ["--channel", *(f"{c}={row[c]}" for c in channels if row[c])]
     for key in ("label", "truth"):
@@ -110,29 +139,61 @@ def scan_args(wildcards):
     return " ".join(shlex.quote(a) for a in args)
 
 
-def spacing_inputs(wildcards):
+def get_spacing_inputs(wildcards):
     """The fingerprint, only when the target spacing depends on the whole dataset."""
     return {"fingerprint": "results/fingerprint.json"} if AUTO_SPACING else {}
 
 
-def spacing_args(wildcards):
+def get_spacing_args(wildcards, input):
+    """`--fingerprint` (the declared input) or the configured `--spacing X Y Z`."""
     if AUTO_SPACING:
-        return "--fingerprint results/fingerprint.json"
+        return f"--fingerprint {input.fingerprint}"
     return "--spacing " + " ".join(str(float(s)) for s in config["preprocess"]["spacing"])
 
 
-def preprocessed(wildcards=None):
-    """The preprocessed folders of the ready scans."""
-    return expand("results/preprocessed/{scan}", scan=scans())
+# Rule preprocess writes one folder per scan in here. A job that reads scans declares their
+# folders as its input `scans` (get_preprocessed or get_attempted) and passes this folder as
+# `--preprocessed` (params.preprocessed). It is not derived from input.scans: until the ready
+# checkpoint has run, Snakemake hands params functions the checkpoint's file in their place.
+PREPROCESSED = "results/preprocessed"
 
 
-def attempted(wildcards=None):
+def get_preprocessed(wildcards=None):
+    """The preprocessed folders of the ready scans: what patches, training, packaging,
+    prediction, evaluation and the QC table read."""
+    return expand(f"{PREPROCESSED}/{{scan}}", scan=ready_scans())
+
+
+def get_attempted(wildcards=None):
     """The preprocessed folders of every valid scan (each ends with a status.json)."""
-    return expand("results/preprocessed/{scan}", scan=valid_scans())
+    return expand(f"{PREPROCESSED}/{{scan}}", scan=valid_scans())
 
 
-def qc_files(wildcards=None):
-    return expand("results/preprocessed/{scan}/qc.json", scan=scans())
+def get_qc_files(wildcards):
+    """The qc.json in each of get_preprocessed's folders."""
+    return [f"{s}/qc.json" for s in get_preprocessed()]
+
+
+def get_output_dir(wildcards, output):
+    """`--out-dir`: the folder that holds every declared output of the job."""
+    (folder,) = {os.path.dirname(f) for f in output}
+    return folder
+
+
+# The patch cache: rule patches writes results/patches whole (atomically); a job that reads it
+# declares the files it reads and passes their folder.
+PATCH_FILES = {"index": "index.tsv", "volumes": "volumes.tsv", "classes": "classes.json",
+               "meta": "patches.json"}
+
+
+def get_patches_dir(wildcards, input):
+    """`--patches`: the folder of the declared patch-cache files (input.patches_*)."""
+    (folder,) = {os.path.dirname(f) for k, f in input.items() if k.startswith("patches_")}
+    return folder
+
+
+def get_experiment_params(wildcards):
+    return json.dumps(config["experiments"][wildcards.experiment], sort_keys=True)
 
 
 def trials(wildcards):
@@ -140,8 +201,41 @@ def trials(wildcards):
     return [f"results/{wildcards.experiment}/trials/trial-{i:03d}" for i in range(n)]
 
 
-def trial_metrics(wildcards):
+def get_trial_metrics(wildcards):
     return [f"{t}/val_metrics.json" for t in trials(wildcards)]
+
+
+def get_trial_dirs(wildcards, input):
+    """`--trials`: the folders of the declared val_metrics.json files (input.metrics)."""
+    return [os.path.dirname(m) for m in input.metrics]
+
+
+# Training: rules train (rung 0 of the search), train_rung and train_fold share one definition
+# and read the same files; what picks the trial differs (get_*_job).
+def get_train_inputs(wildcards):
+    """What every training job reads besides the scans (get_preprocessed: the validation scans
+    are read whole) and its code: the patch cache, the split, the search's MLflow parent run."""
+    return {
+        **{f"patches_{k}": f"results/patches/{f}" for k, f in PATCH_FILES.items()},
+        "splits": "results/splits.json",
+        "manifest": MANIFEST,
+        "search": f"results/{wildcards.experiment}/search.json",
+    }
+
+
+def get_trial_job(wildcards):
+    """Rule train: `--trial TRIAL`, a trial of the search from scratch."""
+    return f"--trial {shlex.quote(wildcards.trial)}"
+
+
+def get_promote_job(wildcards, input):
+    """Rule train_rung: `--promote RUNG --slot K`, the survivor of rank K in the ranked rung."""
+    return f"--promote {shlex.quote(input.rung)} --slot {shlex.quote(wildcards.slot)}"
+
+
+def get_fold_job(wildcards, input):
+    """Rule train_fold: `--choice CHOICE --fold F`, the chosen trial trained on fold F."""
+    return f"--choice {shlex.quote(input.choice)} --fold {shlex.quote(wildcards.fold)}"
 
 
 # Successive halving (search.rungs > 1): rung 0 is the trials above, stopped at their rung's
@@ -151,8 +245,8 @@ def experiment_ladder(wildcards):
     return ladder(config["experiments"][wildcards.experiment])
 
 
-def rung_budget(wildcards):
-    """The epoch a training job stops at: its rung's budget (rule train: rung 0)."""
+def get_rung_budget(wildcards):
+    """The epoch a training job stops at: its rung's budget (rung 0 for the trials)."""
     return experiment_ladder(wildcards)[int(getattr(wildcards, "rung", 0))].budget
 
 
@@ -167,8 +261,8 @@ def rung_file(wildcards, rung):
     return f"results/{wildcards.experiment}/rungs/rung-{rung}.json"
 
 
-def rung_inputs(wildcards):
-    """Rule rung: the rung's val_metrics.json files and, from rung 1, the previous rung's file."""
+def get_rung_inputs(wildcards):
+    """Ranking a rung: its val_metrics.json files and, from rung 1, the previous rung's file."""
     rung = int(wildcards.rung)
     files = {"metrics": [f"{d}/val_metrics.json" for d in rung_dirs(wildcards, rung)]}
     if rung:
@@ -176,17 +270,16 @@ def rung_inputs(wildcards):
     return files
 
 
-def rung_args(wildcards):
-    """`--trials DIR... [--previous FILE]` for `mripipe rung`."""
-    rung = int(wildcards.rung)
-    args = ["--trials", *rung_dirs(wildcards, rung)]
-    if rung:
-        args += ["--previous", rung_file(wildcards, rung - 1)]
+def get_rung_args(wildcards, input):
+    """`--trials DIR... [--previous FILE]` for `mripipe rung` (the declared inputs)."""
+    args = ["--trials", *get_trial_dirs(wildcards, input)]
+    if input.get("previous"):
+        args += ["--previous", input.previous]
     return " ".join(shlex.quote(a) for a in args)
 
 
-def promoted_from(wildcards):
-    """Rule train_rung: the ranked previous rung, whose survivor of rank `slot` it continues."""
+def get_promoted_from(wildcards):
+    """A slot of rung r >= 1: the ranked previous rung, whose survivor of rank `slot` it continues."""
     return rung_file(wildcards, int(wildcards.rung) - 1)
 
 
@@ -195,18 +288,18 @@ def final_trials(wildcards):
     return rung_dirs(wildcards, len(experiment_ladder(wildcards)) - 1)
 
 
-def final_metrics(wildcards):
+def get_final_metrics(wildcards):
     return [f"{t}/val_metrics.json" for t in final_trials(wildcards)]
 
 
-def ladder_files(wildcards):
+def get_ladder_files(wildcards):
     """The ranked rungs' files (none with rungs: 1)."""
     return [rung_file(wildcards, r) for r in range(len(experiment_ladder(wildcards)) - 1)]
 
 
-def ladder_args(wildcards):
-    files = ladder_files(wildcards)
-    return " ".join(["--rungs", *files]) if files else ""
+def get_ladder_args(wildcards, input):
+    """`--rungs FILE...` (the declared input.rungs), or nothing with rungs: 1."""
+    return " ".join(["--rungs", *input.rungs]) if input.rungs else ""
 
 
 # k-fold ensembles (split.n_folds > 1, see mripipe.learn.folds): `choose` fixes the selected
@@ -217,19 +310,33 @@ def fold_dirs(wildcards):
     return [f"results/{wildcards.experiment}/folds/fold-{f}" for f in folds]
 
 
-def fold_metrics(wildcards):
+def get_fold_metrics(wildcards):
     return [f"{d}/val_metrics.json" for d in fold_dirs(wildcards)]
 
 
-def fold_args(wildcards):
-    dirs = fold_dirs(wildcards)
+def get_fold_args(wildcards, input):
+    """`--folds DIR...`: the folders of the declared input.folds, or nothing with n_folds: 1."""
+    dirs = [os.path.dirname(m) for m in input.folds]
     return " ".join(["--folds", *dirs]) if dirs else ""
 
 
-def full_budget(wildcards):
+def get_full_budget(wildcards):
     """A fold job's budget: the last rung's (training.epochs)."""
     return experiment_ladder(wildcards)[-1].budget
 
 
-def experiment_params(wildcards):
-    return json.dumps(config["experiments"][wildcards.experiment], sort_keys=True)
+def get_package_params(wildcards):
+    """What the model package records besides the trial: preprocessing, window, threshold, seed,
+    and the evaluation's lesion matching (the candidate threshold is chosen with it)."""
+    ev = config["evaluate"]
+    matching = {k: ev[k] for k in ("min_overlap", "overlap_measure", "interpolate")}
+    # multi-class: which class's candidates package chooses the threshold on (only when set, so a
+    # binary run's command line is unchanged)
+    matching |= {k: ev[k] for k in ("detection_classes", "regions", "candidate_threshold") if ev[k]}
+    return json.dumps({"preprocess": config["preprocess"], "predict": config["predict"],
+                       "threshold": ev["threshold"], "evaluate": matching, "seed": SEED}, sort_keys=True)
+
+
+def get_metrics_files(wildcards, input):
+    """The metrics.json of each declared evaluation folder (input.evals)."""
+    return [f"{e}/metrics.json" for e in input.evals]

@@ -14,7 +14,7 @@ if SOURCE == "phantom":
             root=directory(config["data"]["root"]),
         params:
             cfg=section("phantom"),
-            root=config["data"]["root"],
+            seed=SEED,
         log:
             "logs/phantom.log",
         benchmark:
@@ -23,7 +23,7 @@ if SOURCE == "phantom":
         resources:
             mem_mb=3000,
         shell:
-            "mripipe phantom --out {params.root} --seed {SEED} --workers {threads} "
+            "mripipe phantom --out {output.root} --seed {params.seed} --workers {threads} "
             "--params {params.cfg:q} --log {log}"
 
 
@@ -43,30 +43,16 @@ if SOURCE == "dicom":
             "mripipe dicom --root {params.root} --out {output} --log {log}"
 
 
-def dataset_index(wildcards):
-    """What the manifest indexes besides the folder: the phantom folder (its rule's output), the
-    DICOM cache, dataset.json (msd, nnunet), the table, or a BIDS participants table."""
-    root = Path(config["data"]["root"])
-    if SOURCE == "phantom":
-        return [str(root)]
-    if SOURCE == "dicom":
-        table = config["data"]["dicom"]["table"]
-        return ["results/dicom"] + ([str(root / table)] if table else [])
-    path = {"msd": root / "dataset.json", "nnunet": root / "dataset.json",
-            "table": root / config["data"]["table"]["path"]}.get(SOURCE, root / "participants.tsv")
-    return [str(path)] if path.is_file() else []
-
-
 checkpoint manifest:
     input:
-        dataset=dataset_index,
+        unpack(get_dataset_index),
         code=code("manifest"),
     output:
         tsv="results/manifest.tsv",
         meta="results/manifest.json",
     params:
         cfg=section("data"),
-        dicom="--dicom-cache results/dicom" if SOURCE == "dicom" else "",
+        dicom=get_dicom_args,
     log:
         "logs/manifest.log",
     benchmark:
@@ -81,7 +67,7 @@ checkpoint validate:
     input:
         manifest="results/manifest.tsv",
         meta="results/manifest.json",
-        files=manifest_files,
+        files=get_manifest_files,
         code=code("validate"),
     output:
         tsv="results/validation.tsv",

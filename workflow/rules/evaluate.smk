@@ -19,6 +19,7 @@ rule evaluate:
         selected="results/{experiment}/selected.json",
         splits="results/splits.json",
         manifest=MANIFEST,
+        scans=get_preprocessed,
         code=code("evaluate"),
     output:
         report(
@@ -30,6 +31,8 @@ rule evaluate:
         ),
     params:
         cfg=section("evaluate"),
+        preprocessed=PREPROCESSED,
+        seed=SEED,
     log:
         "logs/{experiment}/evaluate.log",
     benchmark:
@@ -37,7 +40,7 @@ rule evaluate:
     shell:
         "mripipe evaluate --experiment {wildcards.experiment} --predictions {input.predictions} "
         "--selected {input.selected} --splits {input.splits} --manifest {input.manifest} "
-        "--preprocessed results/preprocessed --seed {SEED} --params {params.cfg:q} "
+        "--preprocessed {params.preprocessed} --seed {params.seed} --params {params.cfg:q} "
         "--out-dir {output} --log {log}"
 
 
@@ -49,7 +52,7 @@ rule summarise:
     output:
         json=report("results/summary.json", caption="../report/summary.rst", category="Summary"),
     params:
-        metrics=expand("results/{experiment}/eval/metrics.json", experiment=EXPERIMENTS),
+        metrics=get_metrics_files,
     log:
         "logs/summarise.log",
     shell:
@@ -60,7 +63,7 @@ rule summarise:
 # Training), and the data validation table with the excluded scans (category Data).
 rule report_training:
     input:
-        metrics=trial_metrics,
+        metrics=get_trial_metrics,
         selected="results/{experiment}/selected.json",
         evals="results/{experiment}/eval",
         code=code("report-training"),
@@ -72,9 +75,9 @@ rule report_training:
         card=report("results/{experiment}/training/card.html", caption="../report/card.rst",
                     category="Training", subcategory="{experiment}", labels={"figure": "selected model card", "trial": "selected"}),
     params:
-        cfg=experiment_params,
-        trials=trials,
-        out_dir="results/{experiment}/training",
+        cfg=get_experiment_params,
+        trials=get_trial_dirs,
+        out_dir=get_output_dir,
     log:
         "logs/{experiment}/report_training.log",
     shell:

@@ -6,12 +6,13 @@ rule predict:
         model="results/{experiment}/model",
         splits="results/splits.json",
         manifest=MANIFEST,
-        images=preprocessed,
+        scans=get_preprocessed,
         code=code("predict"),
     output:
         directory("results/{experiment}/predictions"),
     params:
         cfg=section("predict"),
+        preprocessed=PREPROCESSED,
     log:
         "logs/{experiment}/predict.log",
     benchmark:
@@ -22,5 +23,5 @@ rule predict:
         mem_mb=3000,
     shell:
         "mripipe predict --experiment {wildcards.experiment} --model {input.model} "
-        "--splits {input.splits} --manifest {input.manifest} --preprocessed results/preprocessed "
+        "--splits {input.splits} --manifest {input.manifest} --preprocessed {params.preprocessed} "
         "--params {params.cfg:q} --threads {threads} --out-dir {output} --log {log}"

@@ -19,30 +19,36 @@ rule split:
         json="results/splits.json",
     params:
         cfg=section("split"),
+        seed=SEED,
     log:
         "logs/split.log",
     benchmark:
         "benchmarks/split.tsv"
     shell:
-        "mripipe split --manifest {input.manifest} --seed {SEED} --params {params.cfg:q} "
+        "mripipe split --manifest {input.manifest} --seed {params.seed} --params {params.cfg:q} "
         "--out {output.json} --log {log}"
 
 
+# The patch cache, written whole into results/patches (see mripipe.learn.patches): the files
+# declared here are the ones the training and package jobs read.
 rule patches:
     input:
         manifest=MANIFEST,
         splits="results/splits.json",
         meta="results/manifest.json",
-        images=preprocessed,
+        scans=get_preprocessed,
         code=code("patches"),
     output:
         index="results/patches/index.tsv",
         volumes="results/patches/volumes.tsv",
         classes="results/patches/classes.json",
+        meta="results/patches/patches.json",
     params:
         cfg=section("patches"),
         labels=json.dumps(config["data"]["labels"], sort_keys=True),
-        out_dir="results/patches",
+        preprocessed=PREPROCESSED,
+        seed=SEED,
+        out_dir=get_output_dir,
     log:
         "logs/patches.log",
     benchmark:
@@ -51,8 +57,10 @@ rule patches:
         mem_mb=2000,
     shell:
         "mripipe patches --manifest {input.manifest} --splits {input.splits} "
-        "--preprocessed results/preprocessed --seed {SEED} --params {params.cfg:q} "
+        "--preprocessed {params.preprocessed} --seed {params.seed} --params {params.cfg:q} "
         "--labels {params.labels:q} --manifest-meta {input.meta} --out-dir {params.out_dir} --log {log}"
+
+
 # Random search: one MLflow parent run per experiment, one DAG job per trial, then selection on
 # the validation metric only. A trial asks for `gpu=1`: with `--resources gpu=N` at most N run at
 # once, each on its own device; on a CPU machine the resource is unconstrained.
@@ -66,7 +74,7 @@ rule search_init:
     output:
         json="results/{experiment}/search.json",
     params:
-        cfg=experiment_params,
+        cfg=get_experiment_params,
         uri=config["tracking"]["uri"],
         dataset=Path(config["data"]["root"]).name,
     log:
@@ -77,12 +85,14 @@ rule search_init:
         "--dataset-name {params.dataset:q} --out {output.json} --log {log}"
 
 
+# One definition of training: rule train runs a trial of the search from scratch; train_rung
+# (successive halving) and train_fold (k-fold ensembles) below are this rule with their own
+# outputs, log, benchmark and what picks the trial (params.job, and the input it reads), so
+# they run the same command with the same resources.
 rule train:
     input:
-        index="results/patches/index.tsv",
-        splits="results/splits.json",
-        manifest=MANIFEST,
-        search="results/{experiment}/search.json",
+        unpack(get_train_inputs),
+        scans=get_preprocessed,
         code=code("train"),
     output:
         params="results/{experiment}/trials/{trial}/params.json",
@@ -93,9 +103,13 @@ rule train:
                       category="Training", subcategory="{experiment}",
                       labels={"figure": "learning curves", "trial": "{trial}"}),
     params:
-        cfg=experiment_params,
-        budget=rung_budget,
-        out_dir="results/{experiment}/trials/{trial}",
+        job=get_trial_job,
+        cfg=get_experiment_params,
+        budget=get_rung_budget,
+        patches=get_patches_dir,
+        preprocessed=PREPROCESSED,
+        seed=SEED,
+        out_dir=get_output_dir,
     log:
         "logs/{experiment}/{trial}.log",
     benchmark:
@@ -108,10 +122,10 @@ rule train:
         trials_per_gpu=config["train"]["trials_per_gpu"],
         loader_workers=config["train"]["loader_workers"],
     shell:
-        "mripipe train --experiment {wildcards.experiment} --trial {wildcards.trial} "
+        "mripipe train --experiment {wildcards.experiment} {params.job} "
         "--trials-per-gpu {resources.trials_per_gpu} --loader-workers {resources.loader_workers} "
-        "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
-        "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
+        "--patches {params.patches} --splits {input.splits} --preprocessed {params.preprocessed} "
+        "--manifest {input.manifest} --search {input.search} --seed {params.seed} --budget {params.budget} "
         "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
 
 
@@ -122,13 +136,13 @@ rule train:
 
 rule rung:
     input:
-        unpack(rung_inputs),
+        unpack(get_rung_inputs),
         code=code("rung"),
     output:
         json="results/{experiment}/rungs/rung-{rung}.json",
     params:
-        cfg=experiment_params,
-        args=rung_args,
+        cfg=get_experiment_params,
+        args=get_rung_args,
     log:
         "logs/{experiment}/rung-{rung}.log",
     wildcard_constraints:
@@ -138,13 +152,13 @@ rule rung:
         "--params {params.cfg:q} --out {output.json} --log {log}"
 
 
-rule train_rung:
+# `use rule ... with:` replaces input, output, log, benchmark and wildcard_constraints whole and
+# params by name (budget: get_rung_budget reads the rung wildcard).
+use rule train as train_rung with:
     input:
-        rung=promoted_from,
-        index="results/patches/index.tsv",
-        splits="results/splits.json",
-        manifest=MANIFEST,
-        search="results/{experiment}/search.json",
+        unpack(get_train_inputs),
+        scans=get_preprocessed,
+        rung=get_promoted_from,
         code=code("train"),
     output:
         params="results/{experiment}/rungs/{rung}/slot-{slot}/params.json",
@@ -155,9 +169,7 @@ rule train_rung:
                       caption="../report/history.rst", category="Training", subcategory="{experiment}",
                       labels={"figure": "learning curves", "trial": "rung {rung} slot {slot}"}),
     params:
-        cfg=experiment_params,
-        budget=rung_budget,
-        out_dir="results/{experiment}/rungs/{rung}/slot-{slot}",
+        job=get_promote_job,
     log:
         "logs/{experiment}/rung-{rung}-slot-{slot}.log",
     benchmark:
@@ -165,30 +177,6 @@ rule train_rung:
     wildcard_constraints:
         rung=r"[1-9]\d*",
         slot=r"\d+",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        trials_per_gpu=config["train"]["trials_per_gpu"],
-        loader_workers=config["train"]["loader_workers"],
-    shell:
-        "mripipe train --experiment {wildcards.experiment} --promote {input.rung} "
-        "--slot {wildcards.slot} --trials-per-gpu {resources.trials_per_gpu} --loader-workers {resources.loader_workers} "
-        "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
-        "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
-        "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
-
-
-def package_params(wildcards):
-    """What the model package records besides the trial: preprocessing, window, threshold, seed,
-    and the evaluation's lesion matching (the candidate threshold is chosen with it)."""
-    ev = config["evaluate"]
-    matching = {k: ev[k] for k in ("min_overlap", "overlap_measure", "interpolate")}
-    # multi-class: which class's candidates package chooses the threshold on (only when set, so a
-    # binary run's command line is unchanged)
-    matching |= {k: ev[k] for k in ("detection_classes", "regions", "candidate_threshold") if ev[k]}
-    return json.dumps({"preprocess": config["preprocess"], "predict": config["predict"],
-                       "threshold": ev["threshold"], "evaluate": matching, "seed": SEED}, sort_keys=True)
 
 
 # The choice comes first (choice.json), then the fold jobs train it on the other folds
@@ -197,15 +185,15 @@ def package_params(wildcards):
 
 rule choose:
     input:
-        metrics=final_metrics,
-        rungs=ladder_files,
+        metrics=get_final_metrics,
+        rungs=get_ladder_files,
         code=code("choose"),
     output:
         json="results/{experiment}/choice.json",
     params:
-        cfg=experiment_params,
-        trials=final_trials,
-        ladder=ladder_args,
+        cfg=get_experiment_params,
+        trials=get_trial_dirs,
+        ladder=get_ladder_args,
     log:
         "logs/{experiment}/choose.log",
     shell:
@@ -213,13 +201,11 @@ rule choose:
         "--params {params.cfg:q} --out {output.json} {params.ladder} --log {log}"
 
 
-rule train_fold:
+use rule train as train_fold with:
     input:
+        unpack(get_train_inputs),
+        scans=get_preprocessed,
         choice="results/{experiment}/choice.json",
-        index="results/patches/index.tsv",
-        splits="results/splits.json",
-        manifest=MANIFEST,
-        search="results/{experiment}/search.json",
         code=code("train"),
     output:
         params="results/{experiment}/folds/fold-{fold}/params.json",
@@ -230,52 +216,43 @@ rule train_fold:
                       caption="../report/history.rst", category="Training", subcategory="{experiment}",
                       labels={"figure": "learning curves", "trial": "selected, fold {fold}"}),
     params:
-        cfg=experiment_params,
-        budget=full_budget,
-        out_dir="results/{experiment}/folds/fold-{fold}",
+        job=get_fold_job,
+        budget=get_full_budget,
     log:
         "logs/{experiment}/fold-{fold}.log",
     benchmark:
         "benchmarks/{experiment}/fold-{fold}.tsv"
     wildcard_constraints:
         fold=r"\d+",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        trials_per_gpu=config["train"]["trials_per_gpu"],
-        loader_workers=config["train"]["loader_workers"],
-    shell:
-        "mripipe train --experiment {wildcards.experiment} --choice {input.choice} "
-        "--fold {wildcards.fold} --trials-per-gpu {resources.trials_per_gpu} --loader-workers {resources.loader_workers} "
-        "--patches results/patches --splits {input.splits} --preprocessed results/preprocessed "
-        "--manifest {input.manifest} --search {input.search} --seed {SEED} --budget {params.budget} "
-        "--params {params.cfg:q} --threads {threads} --out-dir {params.out_dir} --log {log}"
 
 
 rule package:
     input:
         choice="results/{experiment}/choice.json",
-        folds=fold_metrics,
+        folds=get_fold_metrics,
         search="results/{experiment}/search.json",
         manifest=MANIFEST,
         splits="results/splits.json",
         fingerprint="results/fingerprint.json",
-        patches="results/patches/volumes.tsv",
+        patches_volumes="results/patches/volumes.tsv",
+        patches_meta="results/patches/patches.json",
+        scans=get_preprocessed,
         code=code("package"),
     output:
         json="results/{experiment}/selected.json",
         model=directory("results/{experiment}/model"),
     params:
-        cfg=experiment_params,
-        package=package_params,
-        folds=fold_args,
+        cfg=get_experiment_params,
+        package=get_package_params,
+        folds=get_fold_args,
+        patches=get_patches_dir,
+        preprocessed=PREPROCESSED,
     log:
         "logs/{experiment}/package.log",
     shell:
         "mripipe package --experiment {wildcards.experiment} --choice {input.choice} "
         "--search {input.search} --params {params.cfg:q} --out {output.json} "
         "--model-dir {output.model} --manifest {input.manifest} --splits {input.splits} "
-        "--fingerprint {input.fingerprint} --patches results/patches "
-        "--preprocessed results/preprocessed --package-params {params.package:q} {params.folds} "
+        "--fingerprint {input.fingerprint} --patches {params.patches} "
+        "--preprocessed {params.preprocessed} --package-params {params.package:q} {params.folds} "
         "--log {log}"

@@ -4,6 +4,7 @@
 rule fingerprint:
     input:
         manifest="results/manifest.valid.tsv",
+        images=get_valid_images,
         code=code("fingerprint"),
     output:
         json="results/fingerprint.json",
@@ -20,8 +21,8 @@ rule fingerprint:
 
 rule preprocess:
     input:
-        unpack(raw_files),
-        unpack(spacing_inputs),
+        unpack(get_raw_files),
+        unpack(get_spacing_inputs),
         code=code("preprocess"),
     output:
         # image.nii.gz, label.nii.gz, brainmask.nii.gz, transform.tfm, qc.json, qc.png and
@@ -31,9 +32,9 @@ rule preprocess:
                labels={"scan": "{scan}"}),
     params:
         cfg=section("preprocess"),
-        scan=scan_args,
-        spacing=spacing_args,
-        out_dir="results/preprocessed/{scan}",
+        scan=get_scan_args,
+        spacing=get_spacing_args,
+        seed=SEED,
     log:
         "logs/preprocess/{scan}.log",
     benchmark:
@@ -43,35 +44,37 @@ rule preprocess:
         mem_mb=1500,
     shell:
         "mripipe preprocess --scan {wildcards.scan} {params.scan} {params.spacing} "
-        "--params {params.cfg:q} --threads {threads} --seed {SEED} "
-        "--out-dir {params.out_dir} --log {log}"
+        "--params {params.cfg:q} --threads {threads} --seed {params.seed} "
+        "--out-dir {output} --log {log}"
 
 
 checkpoint ready:
     input:
-        scans=attempted,
+        scans=get_attempted,
         valid="results/manifest.valid.tsv",
         validation="results/validation.tsv",
         code=code("ready"),
     output:
         tsv=MANIFEST,
         excluded="results/excluded.tsv",
+    params:
+        preprocessed=PREPROCESSED,
     log:
         "logs/ready.log",
     shell:
         "mripipe ready --manifest {input.valid} --validation {input.validation} "
-        "--preprocessed results/preprocessed --out {output.tsv} --excluded {output.excluded} --log {log}"
+        "--preprocessed {params.preprocessed} --out {output.tsv} --excluded {output.excluded} --log {log}"
 
 
 rule qc_table:
     input:
-        scans=preprocessed,
+        scans=get_preprocessed,
         code=code("qc-table"),
     output:
         tsv="results/preprocessed/qc.tsv",
         plot=report("results/preprocessed/qc.png", caption="../report/qc.rst", category="Preprocessing"),
     params:
-        qc=qc_files,
+        qc=get_qc_files,
     log:
         "logs/qc_table.log",
     shell:
