@@ -31,11 +31,11 @@ import torch
 
 from mripipe.core.imageio import from_array, write_image
 from mripipe.learn.loader import segmentation_loader
+from mripipe.learn.loop import make_optimizer, train_step
 from mripipe.learn.losses import make_loss
 from mripipe.learn.networks import build_model
 from mripipe.learn.patches import extract_patches
 from mripipe.learn.search import resolve_params
-from mripipe.learn.loop import make_optimizer, train_step
 
 SHAPE = (64, 72, 64)
 
@@ -113,7 +113,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(params, 2, 2).to(device).train()
         loss_fn = make_loss(params).to(device)
-        optimizer = make_optimizer(model, params["optimizer"])
+        optimizer = make_optimizer(model, params.optimizer)
         scaler = torch.amp.GradScaler("cuda", enabled=cuda)
 
         state: dict[str, Any] = {"epoch": 0, "it": iter(())}
