@@ -47,12 +47,13 @@ REPO = Path(__file__).resolve().parents[1]
 def trial_setup(config: Path, experiment: str, tiny: bool) -> dict[str, Any]:
     """Trial 0's resolved parameters of ``experiment`` plus its patch size and batch size."""
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    params = resolve_params(cfg["experiments"][experiment], 0)
+    exp = cfg["experiments"][experiment]
     size = list(cfg.get("patches", {}).get("size", [32, 32, 32]))
     if tiny:
-        params["network"]["channels"] = [4, 8, 16]
+        exp = {**exp, "network": {**(exp.get("network") or {}), "channels": [4, 8, 16]}}
         size = [16, 16, 16]
-    return {"params": params, "size": size, "batch": int(params["training"]["batch_size"])}
+    params = resolve_params(exp, 0)
+    return {"params": params, "size": size, "batch": params.training.batch_size}
 
 
 def run_trial(setup: dict[str, Any], steps: int, lock_dir: str, k: int, seed: int) -> str:
@@ -65,7 +66,7 @@ def run_trial(setup: dict[str, Any], steps: int, lock_dir: str, k: int, seed: in
         gen = torch.Generator().manual_seed(seed)
         model = build_model(params, 2, 2).to(device).train()
         loss_fn = make_loss(params).to(device)
-        optimizer = make_optimizer(model, params["optimizer"])
+        optimizer = make_optimizer(model, params.optimizer)
         scaler = torch.amp.GradScaler("cuda", enabled=cuda)
         grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in size],
                                           indexing="ij"))
@@ -128,7 +129,7 @@ def main() -> None:
             rates[k] = args.trials / wall * 3600
             log.info("k=%d: %d trials in %.1f s", k, args.trials, wall)
     log.info("devices: %s; %s, patch %s, batch %d, %d steps per trial",
-             ", ".join(names), json.dumps(setup["params"]["network"]), setup["size"],
+             ", ".join(names), json.dumps(setup["params"].network.to_dict()), setup["size"],
              setup["batch"], args.steps)
     for k in ks:
         log.info("trials_per_gpu=%d: %8.1f trials/hour  ratio vs k=%d: %.2fx", k, rates[k],

@@ -113,7 +113,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(params, 2, 2).to(device).train()
         loss_fn = make_loss(params).to(device)
-        optimizer = make_optimizer(model, params["optimizer"])
+        optimizer = make_optimizer(model, params.optimizer)
         scaler = torch.amp.GradScaler("cuda", enabled=cuda)
 
         state: dict[str, Any] = {"epoch": 0, "it": iter(())}

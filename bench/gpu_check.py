@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,14 @@ import torch
 import yaml
 
 from mripipe.core.devices import torch_settings
+from mripipe.learn.checkpoint import CheckpointMeta, load_state_dict
 from mripipe.learn.loader import segmentation_loader
 from mripipe.learn.loop import fit, make_optimizer, seed_everything, train_step
 from mripipe.learn.losses import make_loss
 from mripipe.learn.monitor import ValScan, segmentation_validator
 from mripipe.learn.networks import build_model, segment_probability
 from mripipe.learn.search import resolve_params
+from mripipe.learn.trial_params import SegmentationTraining, TrialParams
 
 log = logging.getLogger("gpu_check")
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +64,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def trial_params(config: Path, experiment: str) -> dict[str, Any]:
+def trial_params(config: Path, experiment: str) -> TrialParams:
     """Trial 0's resolved parameters (what the default search trains first)."""
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     return resolve_params(cfg["experiments"][experiment], 0)
@@ -94,19 +97,19 @@ def _step_loop(model: torch.nn.Module, batches: Any, n: int, opt: dict[str, Any]
     return (time.perf_counter() - t0) / n
 
 
-def training_speed(p: dict[str, Any], patches: Path, device: torch.device, workers: int,
+def training_speed(p: TrialParams, patches: Path, device: torch.device, workers: int,
                    steps: int, warmup: int) -> dict[str, float]:
     """Full training step (with this many loader workers) against the model-only step."""
-    train, bs = subjects(patches, "train"), int(p["training"]["batch_size"])
-    aug = float(p["training"]["augment"])
+    train, bs = subjects(patches, "train"), p.training.batch_size
+    aug = float(p.training.augment)
     loader = segmentation_loader(patches, train, bs, SEED, 0, augment=aug, num_workers=workers,
                                  n_samples=(2 * warmup + steps + 8) * bs)
     it = iter(loader)
     first = next(it)
     seed_everything(SEED)
     model = build_model(p, int(first["image"].shape[1]), 2).to(device).train()
-    amp = device.type == "cuda" and bool(p["training"].get("amp", True))
-    opt = {"loss": make_loss(p).to(device), "optimizer": make_optimizer(model, p["optimizer"]),
+    amp = device.type == "cuda" and p.training.amp
+    opt = {"loss": make_loss(p).to(device), "optimizer": make_optimizer(model, p.optimizer),
            "scaler": torch.amp.GradScaler("cuda", enabled=amp), "amp": amp}
     on_device = [{k: v.to(device) for k, v in next(it).items()} for _ in range(8)]
 
@@ -129,23 +132,27 @@ def training_speed(p: dict[str, Any], patches: Path, device: torch.device, worke
             "peak_gpu_mib": peak}
 
 
-def _train_once(p: dict[str, Any], patches: Path, scans: list[ValScan], device: torch.device,
+def _train_once(p: TrialParams, patches: Path, scans: list[ValScan], device: torch.device,
                 deterministic: bool | None, epochs: int, steps: int, workers: int) -> dict[str, Any]:
-    q = json.loads(json.dumps(p))
-    q["training"] |= {"epochs": epochs, "val_every": 1, "patience": epochs, "batches_per_epoch": steps}
-    bs, aug = int(q["training"]["batch_size"]), float(q["training"]["augment"])
+    tr = replace(p.training, epochs=epochs, val_every=1, patience=epochs, batches_per_epoch=steps)
+    if not isinstance(tr, SegmentationTraining):
+        raise ValueError("gpu_check trains a segmentation experiment")
+    q = replace(p, training=tr)
+    bs, aug = tr.batch_size, float(tr.augment)
+    roi = patches_size(patches)
+    meta = CheckpointMeta(in_channels=int(scans[0].image.shape[0]), n_classes=2,
+                          class_names=("background", "lesion"), roi_size=tuple(roi), task=q.task)
     train = subjects(patches, "train")
     with torch_settings(device, 4, deterministic), tempfile.TemporaryDirectory() as tmp:
         seed_everything(SEED)
         model = build_model(q, int(scans[0].image.shape[0]), 2).to(device)
         loss = make_loss(q).to(device)
-        validate = segmentation_validator(scans, loss, [int(s) for s in patches_size(patches)],
-                                          int(q["training"]["sw_batch_size"]),
-                                          float(q["training"]["sw_overlap"]), device.type == "cuda")
+        validate = segmentation_validator(scans, loss, roi, tr.sw_batch_size, float(tr.sw_overlap),
+                                          device.type == "cuda")
         t0 = time.perf_counter()
         result = fit(model, loss, lambda e: segmentation_loader(
             patches, train, bs, SEED, e, augment=aug, num_workers=workers, n_samples=steps * bs),
-            steps, validate, q, "val_dice", tmp, device)
+            steps, validate, q, "val_dice", tmp, device, meta)
         sync(device)
         wall = time.perf_counter() - t0
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
@@ -156,7 +163,7 @@ def patches_size(patches: Path) -> list[int]:
     return [int(s) for s in json.loads((patches / "patches.json").read_text())["size"]]
 
 
-def determinism(p: dict[str, Any], patches: Path, device: torch.device, epochs: int, steps: int,
+def determinism(p: TrialParams, patches: Path, device: torch.device, epochs: int, steps: int,
                 workers: int) -> dict[str, Any]:
     """Two runs per mode with the same seed: how far apart are their histories and weights?"""
     scans = val_scans(patches, 2)
@@ -180,18 +187,18 @@ def determinism(p: dict[str, Any], patches: Path, device: torch.device, epochs: 
     return out
 
 
-def load_package_model(p: dict[str, Any], model_dir: Path | None, in_channels: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_package_model(p: TrialParams, model_dir: Path | None, in_channels: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The package's trained network and window, or trial 0's untrained one (seeded)."""
     if model_dir is None:
         seed_everything(SEED)
         return build_model(p, in_channels, 2).eval(), {"roi_size": [32, 32, 32], "overlap": 0.5}
     meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
-    model = build_model(meta["params"], int(meta["in_channels"]), int(meta["n_classes"]))
-    model.load_state_dict(torch.load(model_dir / meta["weights"]["file"], map_location="cpu", weights_only=True))
+    model = build_model(TrialParams.from_dict(meta["params"]), int(meta["in_channels"]), int(meta["n_classes"]))
+    model.load_state_dict(load_state_dict(model_dir / meta["weights"]["file"]))
     return model.eval(), meta["window"]
 
 
-def inference(p: dict[str, Any], patches: Path, model_dir: Path | None, device: torch.device,
+def inference(p: TrialParams, patches: Path, model_dir: Path | None, device: torch.device,
               n_scans: int) -> dict[str, Any]:
     """Sliding-window probabilities on the GPU against the CPU's: speed and agreement."""
     scans = val_scans(patches, n_scans)
@@ -261,7 +268,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "network": p["network"], "training": p["training"], "patches": str(args.patches)}
+        "network": p.network.to_dict(), "training": p.training.to_dict(), "patches": str(args.patches)}
     sections = {
         "train": lambda: [training_speed(p, args.patches, device, int(w), steps, 2 if args.quick else 20)
                           for w in args.workers.split(",")],

@@ -23,7 +23,9 @@ from torch import nn
 
 from mripipe.core.errors import InputError
 from mripipe.core.package_format import WEIGHTS_FILE
+from mripipe.learn.checkpoint import load_state_dict
 from mripipe.learn.networks import build_model
+from mripipe.learn.trial_params import TrialParams
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,9 @@ def load_weights(path: Path, meta: Mapping[str, Any], device: str) -> nn.Module:
     Raises:
         InputError: not a weights-only state dict, or weights that do not fit ``model.json``.
     """
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise InputError(f"{path}: not a weights-only state dict ({exc})") from None
-    model = build_model(dict(meta["params"]), int(meta["in_channels"]), int(meta["n_classes"]))
+    state = load_state_dict(path, device)
+    model = build_model(TrialParams.from_dict(meta["params"]), int(meta["in_channels"]),
+                         int(meta["n_classes"]))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

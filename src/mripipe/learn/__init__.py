@@ -5,6 +5,7 @@
 Modules:
 
 - ``augment``: on-the-fly training augmentation: the MONAI recipe.
+- ``checkpoint``: ``checkpoint.pt`` and ``last.pt``: their fields, ``save`` and ``load`` (weights only).
 - ``choose``: ``mripipe choose``: the best trial on the validation metric (``choice.json``).
 - ``folds``: k-fold selection: fold jobs of the chosen trial and the fold ensemble's members.
 - ``halving``: successive halving: the ladder of rungs, their budgets, survivors and promotion.
@@ -22,4 +23,5 @@ Modules:
 - ``search``: the seeded random search space and a trial's sampled values.
 - ``split``: ``mripipe split``: patient-level stratified split with a locked test set.
 - ``train``: ``mripipe train``: one trial (or a rung slot, or a fold) tracked as an MLflow run.
+- ``trial_params``: a trial's typed parameters (``TrialParams``), defaults built in one place.
 """

@@ -78,13 +78,14 @@ def fold_members(trial_dir: str | Path, fold_dirs: Sequence[str | Path]) -> dict
     Raises:
         InputError: two members trained on the same fold, or a checkpoint without a fold.
     """
-    import torch
+    from mripipe.learn.checkpoint import CHECKPOINT, load_checkpoint
 
     members: dict[int, Path] = {}
     for d in [trial_dir, *fold_dirs]:
-        path = Path(d) / "checkpoint.pt"
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        fold = int(ckpt.get("fold", 0))
+        path = Path(d) / CHECKPOINT
+        fold = load_checkpoint(path).meta.fold
+        if fold is None:
+            raise InputError(f"{path}: checkpoint without a fold")
         if fold in members:
             raise InputError(f"{path}: fold {fold} already has a member ({members[fold]})")
         members[fold] = Path(d)
@@ -118,26 +119,26 @@ def write_members(out_dir: Path, members: Mapping[int, str | Path], selected: st
     Raises:
         InputError: a member whose network differs from the selected one's.
     """
-    import torch
-
     from mripipe.core.utils import sha256_file
+    from mripipe.learn.checkpoint import CHECKPOINT, load_checkpoint, save_state_dict
 
-    ref = torch.load(Path(selected) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    ref = load_checkpoint(Path(selected) / CHECKPOINT)
     rows = []
     for fold, d in sorted(members.items()):
-        path = Path(d) / "checkpoint.pt"
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        path = Path(d) / CHECKPOINT
+        ckpt = load_checkpoint(path)
         for key in ("task", "in_channels", "n_classes"):
-            if ckpt.get(key) != ref.get(key):
-                raise InputError(f"{path}: {key} {ckpt.get(key)!r} differs from the selected {ref.get(key)!r}")
-        if ckpt["params"]["network"] != ref["params"]["network"]:
+            if getattr(ckpt.meta, key) != getattr(ref.meta, key):
+                raise InputError(f"{path}: {key} {getattr(ckpt.meta, key)!r} differs from the "
+                                 f"selected {getattr(ref.meta, key)!r}")
+        if ckpt.params.network != ref.params.network:
             raise InputError(f"{path}: network differs from the selected trial's")
         if Path(d) == Path(selected):
             file, sha = str(selected_weights["file"]), str(selected_weights["sha256"])
         else:
             file = f"weights-fold-{fold}.pt"
-            torch.save({k: v.detach().cpu().contiguous() for k, v in ckpt["model"].items()}, out_dir / file)
+            save_state_dict(ckpt.model, out_dir / file)
             sha = sha256_file(out_dir / file)
         rows.append({"fold": fold, "file": file, "sha256": sha, "trial_dir": str(d),
-                     "epoch": int(ckpt.get("epoch", 0))})
+                     "epoch": ckpt.epoch})
     return {"combine": COMBINE, "n_members": len(rows), "members": rows}

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mripipe.core.config import schema
 from mripipe.core.errors import InputError
 from mripipe.core.utils import read_json
-from mripipe.learn.search import resolve_params
+from mripipe.learn.search import resolve_params, search_setting
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +62,6 @@ class RungJob:
     resume_from: Path | None = None
 
 
-def search_setting(params: dict[str, Any], key: str) -> int:
-    """``search.<key>`` of an experiment, or the schema's default when a direct caller left it out."""
-    search = params.get("search") or {}
-    if key in search:
-        return int(search[key])
-    node = schema()["properties"]["experiments"]["additionalProperties"]["properties"]["search"]
-    return int(node["properties"][key]["default"])
-
-
 def ladder(params: dict[str, Any]) -> list[Rung]:
     """The rungs of an experiment (its config section), in order.
 
@@ -88,8 +78,8 @@ def ladder(params: dict[str, Any]) -> list[Rung]:
     if rungs > 1 and searched:
         raise InputError(f"search.space samples {searched}: successive halving (search.rungs "
                          f"{rungs}) needs the epochs and val_every of every trial fixed")
-    training = resolve_params(params, 0)["training"]
-    epochs, every = int(training["epochs"]), max(1, int(training["val_every"]))
+    training = resolve_params(params, 0).training
+    epochs, every = training.epochs, max(1, training.val_every)
     out = []
     for r in range(rungs):
         shrink = eta ** (rungs - 1 - r)

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +24,17 @@ from tqdm import tqdm
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import atomic_path, interactive, write_json
+from mripipe.learn.checkpoint import (
+    CHECKPOINT,
+    RESUME,
+    Checkpoint,
+    CheckpointMeta,
+    ResumeState,
+    save,
+)
 from mripipe.learn.networks import autocast
-from mripipe.learn.resume import resume_state, rng_state, save_torch, set_rng_state
+from mripipe.learn.resume import resume_state, rng_state, set_rng_state
+from mripipe.learn.trial_params import OptimizerParams, TrainingParams, TrialParams
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +60,15 @@ class FitResult:
     stopped_early: bool = False
 
 
-def make_optimizer(model: nn.Module, opt: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD with (Nesterov) momentum from ``params["optimizer"]``."""
-    name, lr, wd = opt["name"], float(opt["lr"]), float(opt["weight_decay"])
+def make_optimizer(model: nn.Module, opt: OptimizerParams) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD with (Nesterov) momentum from the trial's ``optimizer`` group."""
+    name, lr, wd = opt.name, float(opt.lr), float(opt.weight_decay)
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     if name == "sgd":
-        momentum = float(opt.get("momentum", 0.9))
+        momentum = float(opt.momentum)
         return torch.optim.SGD(
             model.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=momentum > 0
         )
@@ -86,13 +94,13 @@ def lr_factor(step: int, total: int, warmup: int, kind: str, power: float, floor
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, training: dict[str, Any], steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, training: TrainingParams, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step warm-up + decay schedule from ``params["training"]``."""
-    total = int(training["epochs"]) * steps_per_epoch
-    warmup = int(training["warmup_epochs"]) * steps_per_epoch
-    kind, power = str(training["scheduler"]), float(training["poly_power"])
-    floor = float(training["min_lr_ratio"])
+    """Per-step warm-up + decay schedule from the trial's ``training`` group."""
+    total = training.epochs * steps_per_epoch
+    warmup = training.warmup_epochs * steps_per_epoch
+    kind, power = training.scheduler, float(training.poly_power)
+    floor = float(training.min_lr_ratio)
     lr_factor(warmup, total, warmup, kind, power, floor)  # fail early on a bad scheduler name
 
     def factor(step: int) -> float:
@@ -157,9 +165,9 @@ class _Loop:
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: bool
-    params: dict[str, Any]
+    params: TrialParams
     metric: str
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     out_dir: Path
     stop: int  # the epoch this call stops at (a rung's budget; ``training.epochs`` by default)
 
@@ -183,11 +191,11 @@ def fit(
     train_batches: Callable[[int], Iterable[Batch]],
     steps_per_epoch: int,
     validate: Callable[[nn.Module], dict[str, float]],
-    params: dict[str, Any],
+    params: TrialParams,
     metric: str,
     out_dir: str | Path,
     device: torch.device,
-    meta: dict[str, Any] | None = None,
+    meta: CheckpointMeta,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     stop_at: int | None = None,
     resume_from: str | Path | None = None,
@@ -207,11 +215,11 @@ def fit(
             at most ``steps_per_epoch`` batches are taken.
         steps_per_epoch: optimiser steps per epoch.
         validate: model (eval mode) -> ``{"val_loss": float, metric: float, ...}``.
-        params: resolved trial parameters (``optimizer``, ``training`` are used; all are saved).
+        params: the trial's parameters (``optimizer``, ``training`` are used; all are saved).
         metric: validation metric to maximise (e.g. ``val_dice``).
         out_dir: the trial folder.
         device: training device; CUDA enables AMP when ``training.amp``.
-        meta: extra checkpoint entries (task, in_channels, n_classes, roi_size, ...).
+        meta: the other checkpoint entries (task, in_channels, n_classes, roi_size, ...).
         on_epoch: called with each history row (e.g. MLflow logging).
         stop_at: the epoch (1..``training.epochs``) to stop at; None = ``training.epochs``.
         resume_from: the folder whose ``last.pt`` this run continues (its parameters must match).
@@ -221,17 +229,17 @@ def fit(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tr = params["training"]
-    epochs = int(tr["epochs"])
+    tr = params.training
+    epochs = tr.epochs
     stop = epochs if stop_at is None else int(stop_at)
     if not 1 <= stop <= epochs:
         raise InputError(f"{out_dir}: stop at epoch {stop}, outside 1..training.epochs {epochs}")
-    amp = bool(tr.get("amp", True)) and device.type == "cuda"
-    optimizer = make_optimizer(model, params["optimizer"])
+    amp = tr.amp and device.type == "cuda"
+    optimizer = make_optimizer(model, params.optimizer)
     scheduler = make_scheduler(optimizer, tr, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     loop = _Loop(model, loss_fn, optimizer, scheduler, scaler, device, amp, params, metric,
-                 dict(meta or {}), out_dir, stop)
+                 meta, out_dir, stop)
     progress = _Progress(best_state=_cpu_state(model))
     _resume(loop, progress, epochs, None if resume_from is None else Path(resume_from))
     resumed_from = progress.epoch
@@ -239,7 +247,7 @@ def fit(
     while not progress.done and progress.epoch < stop:
         t0 = time.perf_counter()
         row = _train_epoch(loop, train_batches, steps_per_epoch, progress.epoch, epochs)
-        _validate_epoch(loop, validate, row, progress, tr)
+        _validate_epoch(loop, validate, row, progress)
         progress.history.append(row)
         progress.epoch += 1
         progress.done = progress.done or progress.epoch >= epochs
@@ -259,15 +267,15 @@ def _resume(loop: _Loop, progress: _Progress, epochs: int, source: Path | None) 
     if found is None:
         return
     state, path = found
-    loop.model.load_state_dict(state["model"])
-    loop.optimizer.load_state_dict(state["optimizer"])
-    loop.scheduler.load_state_dict(state["scheduler"])
-    loop.scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    progress.epoch, progress.history = int(state["epoch"]), list(state["history"])
-    progress.best_epoch, progress.best_value = int(state["best_epoch"]), float(state["best_value"])
-    progress.best, progress.best_state = dict(state["best"]), state["best_model"]
-    progress.done = bool(state["done"])
+    loop.model.load_state_dict(state.model)
+    loop.optimizer.load_state_dict(state.optimizer)
+    loop.scheduler.load_state_dict(state.scheduler)
+    loop.scaler.load_state_dict(state.scaler)
+    set_rng_state(state.rng)
+    progress.epoch, progress.history = state.epoch, list(state.history)
+    progress.best_epoch, progress.best_value = state.best_epoch, state.best_value
+    progress.best, progress.best_state = dict(state.best), state.best_model
+    progress.done = state.done
     log.info("%s: resuming at epoch %d/%d from %s", loop.out_dir.name, progress.epoch + 1,
              epochs, path)
     if path.parent != loop.out_dir:  # a promoted trial: its own resume point from the start
@@ -312,12 +320,11 @@ def _validate_epoch(
     validate: Callable[[nn.Module], dict[str, float]],
     row: dict[str, float],
     progress: _Progress,
-    tr: dict[str, Any],
 ) -> None:
     """Validate when due (fills ``row``); keep the best weights in ``checkpoint.pt``; early stop."""
-    epoch, epochs, metric = progress.epoch, int(tr["epochs"]), loop.metric
-    last_epoch = epoch + 1 in (epochs, loop.stop)  # a rung ranks on its last epoch
-    if not ((epoch + 1) % max(1, int(tr["val_every"])) == 0 or last_epoch):
+    tr, epoch, metric = loop.params.training, progress.epoch, loop.metric
+    last_epoch = epoch + 1 in (tr.epochs, loop.stop)  # a rung ranks on its last epoch
+    if not ((epoch + 1) % max(1, tr.val_every) == 0 or last_epoch):
         return
     loop.model.eval()
     scores = validate(loop.model)
@@ -326,34 +333,33 @@ def _validate_epoch(
     if row[metric] > progress.best_value:
         progress.best_value, progress.best_epoch, progress.best = row[metric], epoch + 1, dict(scores)
         progress.best_state = _cpu_state(loop.model)
-        save_torch({"model": progress.best_state, "params": loop.params, "epoch": progress.best_epoch,
-                    "metric": metric, "value": progress.best_value, **loop.meta},
-                   loop.out_dir / "checkpoint.pt")
-    elif epoch + 1 - progress.best_epoch >= int(tr["patience"]):
+        save(Checkpoint(progress.best_state, loop.params, progress.best_epoch, metric,
+                        progress.best_value, loop.meta), loop.out_dir / CHECKPOINT)
+    elif epoch + 1 - progress.best_epoch >= tr.patience:
         progress.done = True
         log.info("early stopping at epoch %d (best %s=%.4f at epoch %d)",
                  epoch + 1, metric, progress.best_value, progress.best_epoch)
 
 
-def per_class_keys(meta: dict[str, Any], metric: str) -> list[str]:
+def per_class_keys(meta: CheckpointMeta, metric: str) -> list[str]:
     """Multi-class segmentation (K + 1 > 2 outputs): the per-class scores the history also
     records, ``<metric>_<class name>``; none otherwise."""
-    names = list(meta.get("class_names") or [])
-    if meta.get("task") != "segmentation" or len(names) <= 2:
+    names = list(meta.class_names)
+    if meta.task != "segmentation" or len(names) <= 2:
         return []
     return [f"{metric}_{n}" for n in names[1:]]
 
 
 def _save_last(loop: _Loop, progress: _Progress) -> None:
     """``last.pt``: everything an exact resumption needs, written after each epoch."""
-    save_torch({
-        "model": _cpu_state(loop.model), "optimizer": loop.optimizer.state_dict(),
-        "scheduler": loop.scheduler.state_dict(), "scaler": loop.scaler.state_dict(),
-        "rng": rng_state(), "epoch": progress.epoch, "history": progress.history,
-        "params": loop.params, "best_epoch": progress.best_epoch,
-        "best_value": progress.best_value, "best": progress.best,
-        "best_model": progress.best_state, "done": progress.done, "meta": loop.meta,
-    }, loop.out_dir / "last.pt")
+    save(ResumeState(
+        model=_cpu_state(loop.model), optimizer=loop.optimizer.state_dict(),
+        scheduler=loop.scheduler.state_dict(), scaler=loop.scaler.state_dict(),
+        rng=rng_state(), epoch=progress.epoch, history=progress.history,
+        params=loop.params, best_epoch=progress.best_epoch,
+        best_value=progress.best_value, best=progress.best,
+        best_model=progress.best_state, done=progress.done, meta=loop.meta,
+    ), loop.out_dir / RESUME)
 
 
 def _finish(loop: _Loop, progress: _Progress, resumed_from: int, epochs: int) -> FitResult:
@@ -365,8 +371,8 @@ def _finish(loop: _Loop, progress: _Progress, resumed_from: int, epochs: int) ->
         best_epoch, best_state = len(history), _cpu_state(loop.model)
         best = {metric: math.nan}
     # Rewritten at the end too: Snakemake deletes outputs of a failed attempt, last.pt survives.
-    save_torch({"model": best_state, "params": loop.params, "epoch": best_epoch, "metric": metric,
-                "value": float(best.get(metric, math.nan)), **loop.meta}, out_dir / "checkpoint.pt")
+    save(Checkpoint(best_state, loop.params, best_epoch, metric, float(best.get(metric, math.nan)),
+                    loop.meta), out_dir / CHECKPOINT)
     write_history(history, out_dir / "history.tsv")
     write_json(out_dir / "val_metrics.json",
                {**{k: float(v) for k, v in best.items()}, "epoch": best_epoch,

@@ -3,24 +3,24 @@ torch and MONAI can train: ``bench/gpu_check.py``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from mripipe.core.errors import InputError
+from mripipe.learn.trial_params import SegmentationLoss, TrialParams
 
 __all__ = ["make_loss"]
 
 
-def make_loss(params: dict[str, Any], weights: torch.Tensor | None = None) -> nn.Module:
+def make_loss(params: TrialParams, weights: torch.Tensor | None = None) -> nn.Module:
     """The trial's loss: DiceCE / DiceFocal (segmentation, softmax over the 2 or K + 1 output
     channels, label ``(B, 1, X, Y, Z)`` of class indices, one-hot encoded by MONAI) or
     class-weighted cross-entropy (classification, label ``(B,)``)."""
     from monai.losses import DiceCELoss, DiceFocalLoss
 
-    name = params["loss"]["name"]
-    if params["task"] == "segmentation":
+    loss = params.loss
+    name = loss.name
+    if isinstance(loss, SegmentationLoss):
         if name == "dice_ce":
             return DiceCELoss(to_onehot_y=True, softmax=True)
         if name == "dice_focal":
@@ -28,5 +28,4 @@ def make_loss(params: dict[str, Any], weights: torch.Tensor | None = None) -> nn
         raise InputError(f"unknown segmentation loss {name!r}; expected dice_ce or dice_focal")
     if name != "cross_entropy":
         raise InputError(f"unknown classification loss {name!r}; expected cross_entropy")
-    smoothing = float(params["loss"].get("label_smoothing", 0.0))
-    return nn.CrossEntropyLoss(weight=weights, label_smoothing=smoothing)
+    return nn.CrossEntropyLoss(weight=weights, label_smoothing=float(loss.label_smoothing))

@@ -22,6 +22,13 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from mripipe.core.errors import InputError
+from mripipe.learn.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint
+from mripipe.learn.trial_params import (
+    ClassificationNetwork,
+    NetworkParams,
+    SegmentationNetwork,
+    TrialParams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +36,21 @@ SEGMENTATION_NETWORKS = ("unet", "segresnet", "basicunet")
 CLASSIFICATION_NETWORKS = ("densenet", "resnet", "convnet")
 
 
-def build_segmentation_net(network: dict[str, Any], in_channels: int, out_channels: int = 2) -> nn.Module:
+def build_segmentation_net(network: SegmentationNetwork, in_channels: int, out_channels: int = 2) -> nn.Module:
     """A MONAI 3-D segmentation network with ``out_channels`` output channels (2: background,
     lesion; K + 1 for K foreground classes).
 
     Args:
-        network: ``{"name": unet|segresnet|basicunet, "channels": [c0, c1, ...], "dropout": p}``;
-            ``channels`` are the widths per resolution level (each level halves the size).
+        network: ``name`` unet|segresnet|basicunet, ``channels`` (c0, c1, ...: the widths per
+            resolution level, each level halves the size) and ``dropout``.
         in_channels: image channels C.
 
     Returns:
         A module mapping ``(B, C, X, Y, Z)`` to logits ``(B, out_channels, X, Y, Z)``.
     """
-    name = network["name"]
-    ch = [int(c) for c in network["channels"]]
-    dropout = float(network.get("dropout", 0.0))
+    name = network.name
+    ch = list(network.channels)
+    dropout = float(network.dropout)
     if len(ch) < 2:
         raise InputError(f"network.channels needs at least two levels, got {ch}")
     if name == "unet":
@@ -76,7 +83,7 @@ def build_segmentation_net(network: dict[str, Any], in_channels: int, out_channe
     raise InputError(f"unknown segmentation network {name!r}; expected one of {SEGMENTATION_NETWORKS}")
 
 
-def check_input_size(network: dict[str, Any], size: Sequence[int]) -> None:
+def check_input_size(network: NetworkParams, size: Sequence[int]) -> None:
     """Raise ``ValueError`` if a network cannot take inputs of spatial ``size``.
 
     Segmentation networks halve the patch ``levels`` times (BasicUNet: always 4): each side
@@ -84,22 +91,21 @@ def check_input_size(network: dict[str, Any], size: Sequence[int]) -> None:
     volume by 16 and batch-normalise there, so a batch of one needs each side >= 32; ``convnet``
     divides it by ``2**depth`` and needs each side >= ``2**(depth + 1)``.
     """
-    name = network["name"]
-    if name == "convnet":
-        least = 2 ** (int(network["depth"]) + 1)
-        if min(size) < least:
-            raise InputError(
-                f"volume size {list(size)} is too small for convnet of depth "
-                f"{network['depth']} (each side >= {least})"
-            )
-        return
-    if name in CLASSIFICATION_NETWORKS:
-        if min(size) < 32:
+    name = network.name
+    if isinstance(network, ClassificationNetwork):
+        if name == "convnet":
+            least = 2 ** (network.depth + 1)
+            if min(size) < least:
+                raise InputError(
+                    f"volume size {list(size)} is too small for convnet of depth "
+                    f"{network.depth} (each side >= {least})"
+                )
+        elif name in CLASSIFICATION_NETWORKS and min(size) < 32:
             raise InputError(f"volume size {list(size)} is too small for {name} (each side >= 32)")
         return
     if name not in SEGMENTATION_NETWORKS:
         return
-    levels = 4 if name == "basicunet" else len(network["channels"]) - 1
+    levels = 4 if name == "basicunet" else len(network.channels) - 1
     factor = 2**levels
     if any(s % factor or s // factor < 2 for s in size):
         raise InputError(
@@ -108,11 +114,11 @@ def check_input_size(network: dict[str, Any], size: Sequence[int]) -> None:
         )
 
 
-def build_classification_net(network: dict[str, Any], in_channels: int, n_classes: int) -> nn.Module:
+def build_classification_net(network: ClassificationNetwork, in_channels: int, n_classes: int) -> nn.Module:
     """A small MONAI 3-D classifier.
 
     Args:
-        network: ``{"name": densenet|resnet|convnet, "width": w, "depth": d, "dropout": p}``; DenseNet
+        network: ``name`` densenet|resnet|convnet, ``width`` w, ``depth`` d, ``dropout``; DenseNet
             uses ``w`` as initial features and growth rate with three dense blocks of ``d``
             layers; ResNet uses basic blocks, widths ``w * (1, 2, 4, 8)``, ``d`` blocks per stage, a stride-2 stem and no max-pool
             (both networks divide the volume by 16); ``convnet`` is :func:`conv_classifier`.
@@ -122,9 +128,9 @@ def build_classification_net(network: dict[str, Any], in_channels: int, n_classe
     Returns:
         A module mapping ``(B, C, X, Y, Z)`` to logits ``(B, K)``.
     """
-    name = network["name"]
-    width, depth = int(network["width"]), int(network["depth"])
-    dropout = float(network.get("dropout", 0.0))
+    name = network.name
+    width, depth = network.width, network.depth
+    dropout = float(network.dropout)
     if name == "densenet":
         return nets.DenseNet(
             spatial_dims=3,
@@ -198,43 +204,33 @@ class AvgMaxPool(nn.Module):
         return torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
 
 
-def build_model(params: dict[str, Any], in_channels: int, n_classes: int) -> nn.Module:
-    """The network of a trial's resolved parameters (see :func:`mripipe.learn.search.resolve_params`).
+def build_model(params: TrialParams, in_channels: int, n_classes: int) -> nn.Module:
+    """The network of a trial's parameters (see :func:`mripipe.learn.search.resolve_params`).
 
     Args:
-        params: resolved trial parameters (``task`` and ``network`` are used).
+        params: the trial's parameters (its ``network`` is used).
         in_channels: image channels C.
         n_classes: segmentation: output channels, 2 (background, lesion) or K + 1 for K
             foreground classes; classification: K classes.
     """
-    if params["task"] == "segmentation":
-        return build_segmentation_net(params["network"], in_channels, n_classes)
-    return build_classification_net(params["network"], in_channels, n_classes)
+    if isinstance(params.network, SegmentationNetwork):
+        return build_segmentation_net(params.network, in_channels, n_classes)
+    return build_classification_net(params.network, in_channels, n_classes)
 
 
-def load_trained(trial_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Load a trial's best checkpoint (``checkpoint.pt``) with ``weights_only=True``.
+def load_trained(trial_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """Load a trial's best checkpoint (``checkpoint.pt``, :mod:`mripipe.learn.checkpoint`).
 
     Args:
         trial_dir: ``results/{experiment}/trials/{trial}``.
         device: where to put the model.
 
     Returns:
-        ``(model in eval mode on device, checkpoint dict)``; the dict holds ``params``, ``task``,
-        ``in_channels``, ``n_classes``, ``class_names``, ``roi_size``, ``epoch``, ``metric``,
-        ``value``, ``mlflow_run_id`` (see docs/contract.md).
+        ``(model in eval mode on device, checkpoint)`` (see docs/contract.md).
     """
-    path = Path(trial_dir) / "checkpoint.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise InputError(f"{path}: not a readable checkpoint ({exc})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "params" not in ckpt:
-        raise InputError(f"{path}: not an mripipe checkpoint (needs 'model' and 'params')")
-    model = build_model(ckpt["params"], int(ckpt["in_channels"]), int(ckpt["n_classes"]))
-    model.load_state_dict(ckpt["model"])
+    ckpt = load_checkpoint(Path(trial_dir) / CHECKPOINT, device)
+    model = build_model(ckpt.params, ckpt.meta.in_channels, ckpt.meta.n_classes)
+    model.load_state_dict(ckpt.model)
     model.to(device).eval()
     return model, ckpt
 

@@ -31,8 +31,9 @@ from mripipe.core.package_format import FORMAT, META_FILE, WEIGHTS_FILE
 from mripipe.core.split_guard import load_splits
 from mripipe.core.utils import atomic_path, read_json, sha256_file, write_json
 from mripipe.data.manifest import channel_columns, read_manifest
+from mripipe.learn.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_state_dict
 from mripipe.learn.choose import choose_trial
-from mripipe.learn.folds import fold_members, member_rows
+from mripipe.learn.folds import fold_members, member_rows, search_fold
 from mripipe.track import tracking
 
 log = logging.getLogger(__name__)
@@ -75,45 +76,46 @@ def training_fingerprint(fingerprint: str | Path, manifest: str | Path, splits: 
     return {"axes": "RAS", "n_scans": len(scans), "tolerance": SPACING_TOLERANCE, "spacing": out}
 
 
-def package_meta(ckpt: Mapping[str, Any], channels: list[str], settings: Mapping[str, Any],
+def package_meta(ckpt: Checkpoint, channels: list[str], settings: Mapping[str, Any],
                  fingerprint: dict[str, Any], volume: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``model.json`` of a checkpoint (without the weights entry).
 
     Args:
-        ckpt: the trial's ``checkpoint.pt`` (``params``, ``task``, ``in_channels``, ...).
+        ckpt: the trial's ``checkpoint.pt``.
         channels: the manifest's channel names, in order (the first is the reference).
         settings: ``{"preprocess": section, "target_spacing": [x, y, z], "predict": section,
             "threshold": float, "seed": int}``.
         fingerprint: :func:`training_fingerprint`.
         volume: classification input parameters (``volume_shape``, ``volume_pooling``), or None.
     """
-    task = str(ckpt["task"])
+    info, params = ckpt.meta, ckpt.params.to_dict()
+    task = info.task
     predict = dict(settings.get("predict") or {})
     meta: dict[str, Any] = {
         "format": FORMAT, "task": task,
-        "experiment": ckpt.get("experiment"), "trial": ckpt.get("trial"),
-        "epoch": int(ckpt.get("epoch", 0)),
-        "network": dict(ckpt["params"]["network"]), "params": dict(ckpt["params"]),
-        "in_channels": int(ckpt["in_channels"]), "n_classes": int(ckpt["n_classes"]),
+        "experiment": info.experiment, "trial": info.trial,
+        "epoch": ckpt.epoch,
+        "network": params["network"], "params": params,
+        "in_channels": info.in_channels, "n_classes": info.n_classes,
         "channels": list(channels), "reference_channel": channels[0],
         # segmentation: the label map name -> value (mripipe.core.labels; output channel k is the
         # k-th class by value); classification: the class names, index = network output
-        "labels": (foreground(ckpt.get("labels")) if task == "segmentation"
-                   else list(ckpt.get("class_names") or [])),
+        "labels": (foreground(info.labels) if task == "segmentation"
+                   else list(info.class_names)),
         "preprocess": dict(settings["preprocess"]),
         "target_spacing": [float(s) for s in settings["target_spacing"]],
         "seed": int(settings.get("seed", 0)),
-        "fingerprint": fingerprint | {"data_hash": ckpt.get("data_hash")},
-        "validation": {"metric": ckpt.get("metric"), "value": ckpt.get("value")},
-        "mlflow": {"run_id": ckpt.get("mlflow_run_id") or None},
+        "fingerprint": fingerprint | {"data_hash": info.data_hash},
+        "validation": {"metric": ckpt.metric, "value": ckpt.value},
+        "mlflow": {"run_id": info.mlflow_run_id or None},
         "software": {"torch": torch.__version__.split("+")[0]},
     }
     if task == "segmentation":
-        roi = predict.get("roi_size") or ckpt["roi_size"]
+        roi = predict.get("roi_size") or info.roi_size
         meta["window"] = {"roi_size": [int(v) for v in roi], "overlap": float(predict.get("sw_overlap", 0.5)),
                           "batch_size": int(predict.get("sw_batch_size", 2)), "blend": "gaussian"}
         chosen = dict(settings.get("postprocess") or {})
-        if int(ckpt["n_classes"]) > 2:
+        if info.n_classes > 2:
             meta["postprocess"] = multiclass_postprocess(chosen, predict)
             return meta
         meta["postprocess"] = {"threshold": float(settings["threshold"]),
@@ -124,7 +126,7 @@ def package_meta(ckpt: Mapping[str, Any], channels: list[str], settings: Mapping
                                "chosen_on_validation": chosen or None}
     else:
         if volume is None:
-            raise InputError(f"{ckpt.get('trial')}: a classification package needs the volume parameters")
+            raise InputError(f"{info.trial}: a classification package needs the volume parameters")
         meta["volume"] = {"volume_shape": [int(v) for v in volume["volume_shape"]],
                           "volume_pooling": [str(v) for v in volume["volume_pooling"]]}
         meta["postprocess"] = {"decision": "argmax"}
@@ -160,13 +162,8 @@ def write_package(trial_dir: str | Path, out_dir: str | Path, channels: list[str
     Returns:
         The ``model.json`` content.
     """
-    path = Path(trial_dir) / "checkpoint.pt"
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise InputError(f"{path}: not a readable checkpoint ({exc})") from None
+    path = Path(trial_dir) / CHECKPOINT
+    ckpt = load_checkpoint(path)
     meta = package_meta(ckpt, channels, settings, fingerprint, volume)
     if meta["task"] == "segmentation" and meta["in_channels"] != len(channels):
         raise InputError(f"{path}: network takes {meta['in_channels']} channels, data has {channels}")
@@ -174,8 +171,7 @@ def write_package(trial_dir: str | Path, out_dir: str | Path, channels: list[str
     meta["mlflow"].update(dict(mlflow_info or {}))
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in ckpt["model"].items()}
-        torch.save(state, tmp / WEIGHTS_FILE)
+        save_state_dict(ckpt.model, tmp / WEIGHTS_FILE)
         meta["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
                            "format": "torch state_dict, torch.load(weights_only=True)"}
         if members and len(members) > 1:
@@ -291,14 +287,11 @@ def package_selected(
     chosen = read_json(choice) if choice else choose_trial(experiment, trial_dirs, params, None, rung_files)
     best, metric = chosen, str(chosen["metric"])
     members = fold_members(best["trial_dir"], fold_dirs) if fold_dirs else None
-    import torch
-
-    ckpt = torch.load(Path(best["trial_dir"]) / "checkpoint.pt", map_location="cpu", weights_only=True)
-    run_id = str(ckpt.get("mlflow_run_id", ""))
+    run_id = load_checkpoint(Path(best["trial_dir"]) / CHECKPOINT).meta.mlflow_run_id or ""
     registry: dict[str, Any] = {"model_uri": None}
     postprocess = None
     if model_dir is not None:
-        meta = build_package(best, search, package_inputs or {}, model_dir, int(params.get("fold", 0)),
+        meta = build_package(best, search, package_inputs or {}, model_dir, search_fold(params),
                              members)
         postprocess = meta.get("postprocess")
     if run_id:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from mripipe.core.components import components
+from mripipe.core.errors import InputError
 from mripipe.core.froc import detection_metrics
 from mripipe.core.labels import label_spec
 from mripipe.core.matching import detect_scan
@@ -276,17 +277,20 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
     scans: list[ValScan] = []
     for f, member in sorted(dict(members or {fold: trial_dir}).items()):
         model, ckpt = load_trained(member, "cpu")
-        labels = dict(ckpt["labels"]) if int(ckpt["n_classes"]) > 2 else None
+        info = ckpt.meta
+        labels = info.labels if info.n_classes > 2 else None
+        if info.n_classes > 2 and labels is None:
+            raise InputError(f"{member}: a checkpoint of {info.n_classes} outputs without its label map")
         scans += load_val_scans(inputs["manifest"], inputs["preprocessed"], list(folds[f]["val"]),
                                 labels=labels)
         models += [model] * (len(scans) - len(models))
-    if int(ckpt["n_classes"]) > 2:  # multi-class: argmax, nothing to threshold
+    if labels is not None:  # multi-class: argmax, nothing to threshold
         return choose_multiclass_postprocess(
-            models, scans, predict.get("roi_size") or ckpt["roi_size"], dict(ckpt["labels"]),
+            models, scans, predict.get("roi_size") or info.roi_size, dict(labels),
             int(predict.get("sw_batch_size", 2)), float(predict.get("sw_overlap", 0.5)),
             settings.get("evaluate")) | {"override": []}
     voxel_mm3 = float(np.prod([float(s) for s in settings["target_spacing"]]))
-    chosen = choose_postprocess(models, scans, predict.get("roi_size") or ckpt["roi_size"], voxel_mm3,
+    chosen = choose_postprocess(models, scans, predict.get("roi_size") or info.roi_size, voxel_mm3,
                                 int(predict.get("sw_batch_size", 2)),
                                 float(predict.get("sw_overlap", 0.5)), settings.get("evaluate"))
     override = {k: float(predict[k]) for k in ("threshold", "min_lesion_mm3")

@@ -1,4 +1,5 @@
-"""``last.pt``: the random state it saves, atomic writes, and which one a training job continues.
+"""``last.pt``: the random state it saves and which one a training job continues (its fields,
+reading and writing: :mod:`mripipe.learn.checkpoint`).
 
 A job continues its own ``last.pt`` when a previous attempt was interrupted (same parameters,
 data and trial; not finished; short of this job's budget). A promoted trial of successive halving
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 
 from mripipe.core.errors import InputError
-from mripipe.core.utils import atomic_path
+from mripipe.learn.checkpoint import RESUME, CheckpointMeta, ResumeState, load_resume
+from mripipe.learn.trial_params import TrialParams
 
 log = logging.getLogger(__name__)
 
@@ -47,42 +49,44 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_torch(obj: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary name, then rename (a kill never leaves half a file)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _same_run(state: dict[str, Any], params: dict[str, Any], meta: dict[str, Any]) -> bool:
+def _same_run(state: ResumeState, params: TrialParams, meta: CheckpointMeta) -> bool:
     """Same resolved parameters (trial index included), data and trial."""
-    saved = state.get("meta", {})
-    return (state.get("params") == params and saved.get("data_hash") == meta.get("data_hash")
-            and saved.get("trial") == meta.get("trial"))
+    return (state.params == params and state.meta.data_hash == meta.data_hash
+            and state.meta.trial == meta.trial)
 
 
-def _continues(own: dict[str, Any], source: dict[str, Any]) -> bool:
+def _continues(own: ResumeState, source: ResumeState) -> bool:
     """``own`` is a later point of the run that ``source`` saved (NaN-safe history comparison)."""
-    n = int(source["epoch"])
-    return int(own["epoch"]) >= n and (json.dumps(own["history"][:n], sort_keys=True)
-                                       == json.dumps(source["history"], sort_keys=True))
+    n = source.epoch
+    return own.epoch >= n and (json.dumps(own.history[:n], sort_keys=True)
+                               == json.dumps(source.history, sort_keys=True))
 
 
-def _source_state(source: Path, params: dict[str, Any], meta: dict[str, Any], stop: int) -> dict[str, Any]:
-    path = source / "last.pt"
+def _source_state(source: Path, params: TrialParams, meta: CheckpointMeta, stop: int) -> ResumeState:
+    path = source / RESUME
     if not path.is_file():
         raise InputError(f"{path}: no resume state to continue the trial from (re-run the previous rung)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_resume(path)
     if not _same_run(state, params, meta):
         raise InputError(f"{path}: saved by another trial, parameters or data than "
-                         f"{meta.get('trial')} has now (re-run the previous rung)")
-    if int(state["epoch"]) > stop:
-        raise InputError(f"{path}: already {state['epoch']} epochs, past this rung's budget of {stop}")
-    return dict(state)
+                         f"{meta.trial} has now (re-run the previous rung)")
+    if state.epoch > stop:
+        raise InputError(f"{path}: already {state.epoch} epochs, past this rung's budget of {stop}")
+    return state
+
+
+def _own_state(path: Path) -> ResumeState | None:
+    """The job's own ``last.pt``; None (warned) when another version of mripipe wrote it."""
+    try:
+        return load_resume(path)
+    except InputError as exc:
+        log.warning("%s; not resumed", exc)
+        return None
 
 
 def resume_state(
-    out_dir: Path, params: dict[str, Any], meta: dict[str, Any], stop: int, source: Path | None = None
-) -> tuple[dict[str, Any], Path] | None:
+    out_dir: Path, params: TrialParams, meta: CheckpointMeta, stop: int, source: Path | None = None
+) -> tuple[ResumeState, Path] | None:
     """The ``last.pt`` state a training job continues, and its path; None to start afresh.
 
     Args:
@@ -93,13 +97,13 @@ def resume_state(
         source: a promoted trial's previous-rung folder; its ``last.pt`` must exist and match.
     """
     src = None if source is None else _source_state(Path(source), params, meta, stop)
-    own_path = out_dir / "last.pt"
-    if own_path.exists():
-        own = torch.load(own_path, map_location="cpu", weights_only=True)
+    own_path = out_dir / RESUME
+    own = _own_state(own_path) if own_path.exists() else None
+    if own is not None:
         # Resume only an interrupted attempt on the same parameters and data. A finished job
         # that Snakemake runs again does so because an input changed: it starts afresh.
-        if (_same_run(own, params, meta) and not own.get("done") and int(own["epoch"]) < stop
+        if (_same_run(own, params, meta) and not own.done and own.epoch < stop
                 and (src is None or _continues(own, src))):
-            return dict(own), own_path
+            return own, own_path
         log.warning("%s: finished, or its parameters, data or source changed; not resumed", own_path)
-    return None if src is None or source is None else (src, Path(source) / "last.pt")
+    return None if src is None or source is None else (src, Path(source) / RESUME)

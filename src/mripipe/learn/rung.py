@@ -23,8 +23,8 @@ from typing import Any
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import read_json, write_json
-from mripipe.learn.halving import ladder, search_setting, survivors
-from mripipe.learn.search import search_metric
+from mripipe.learn.halving import ladder, survivors
+from mripipe.learn.search import search_metric, search_setting
 
 log = logging.getLogger(__name__)
 

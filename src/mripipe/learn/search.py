@@ -23,59 +23,22 @@ import copy
 import logging
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from mripipe.core.config import schema
 from mripipe.core.errors import InputError
 from mripipe.core.utils import rng
+from mripipe.learn.trial_params import GROUPS, TASKS, TrialParams, check_task, default_groups
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("network", "loss", "optimizer", "training")
 KINDS = ("choice", "uniform", "loguniform", "int")
-TASKS = ("segmentation", "classification")
-
 
 METRICS = {
     "segmentation": ("val_dice",),
     "classification": ("val_balanced_accuracy", "val_accuracy"),
 }
-
-def default_params(task: str) -> dict[str, Any]:
-    """The built-in defaults of every trial parameter for a task (a fresh nested dict).
-
-    They are sized for the laptop budget (one default trial in about a minute on one CPU core).
-
-    Args:
-        task: ``segmentation`` or ``classification``.
-
-    Returns:
-        ``{"network": {...}, "loss": {...}, "optimizer": {...}, "training": {...}}``.
-    """
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; expected one of {TASKS}")
-    optimizer = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9}
-    training: dict[str, Any] = {
-        "epochs": 10,
-        "patience": 4,
-        "warmup_epochs": 1,
-        "scheduler": "cosine",
-        "poly_power": 0.9,
-        "min_lr_ratio": 0.01,
-        "batch_size": 4,
-        "batches_per_epoch": 12,
-        "val_every": 2,
-        "augment": 1.0,
-        "amp": True,
-    }
-    if task == "segmentation":
-        network: dict[str, Any] = {"name": "unet", "channels": [8, 16, 32], "dropout": 0.0}
-        loss: dict[str, Any] = {"name": "dice_ce"}
-        training.update({"sw_batch_size": 4, "sw_overlap": 0.25, "val_max_scans": 0})
-    else:
-        network = {"name": "densenet", "width": 8, "depth": 2, "dropout": 0.0}
-        loss = {"name": "cross_entropy", "label_smoothing": 0.0}
-    return {"network": network, "loss": loss, "optimizer": optimizer, "training": training}
-
 
 def validate_space(space: dict[str, Any]) -> None:
     """Check a search space; raise ``ValueError`` naming the bad entry.
@@ -147,41 +110,46 @@ def _merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[s
     return out
 
 
-def resolve_params(experiment: dict[str, Any], index: int) -> dict[str, Any]:
+def experiment_task(experiment: Mapping[str, Any]) -> str:
+    """The ``task`` of an experiment's config section (required, one of :data:`TASKS`)."""
+    if "task" not in experiment:
+        raise InputError(f"experiment without a task (one of {TASKS}): {dict(experiment)!r}")
+    return check_task(experiment["task"])
+
+
+def search_setting(experiment: Mapping[str, Any], key: str) -> int:
+    """``search.<key>`` of an experiment, or the schema's default when a direct caller left it out."""
+    search = experiment.get("search") or {}
+    if key in search:
+        return int(search[key])
+    node = schema()["properties"]["experiments"]["additionalProperties"]["properties"]["search"]
+    return int(node["properties"][key]["default"])
+
+
+def resolve_params(experiment: Mapping[str, Any], index: int) -> TrialParams:
     """The full resolved parameters of trial ``index`` of an experiment.
 
-    Defaults, then the experiment's own group settings, then the sampled values. Every trial of
-    an experiment has exactly the same parameter names.
+    The task's defaults (:func:`mripipe.learn.trial_params.default_groups`), then the
+    experiment's own group settings, then the sampled values. Every trial of an experiment has
+    exactly the same parameter names.
 
     Args:
         experiment: the experiment's config section (``task``, groups, ``search``).
         index: trial index (>= 0).
 
     Returns:
-        ``{"task", "trial_index", "network", "loss", "optimizer", "training"}`` (nested).
+        The :class:`~mripipe.learn.trial_params.TrialParams` (``params.json``: its ``to_dict()``).
     """
-    task = experiment.get("task", "segmentation")
-    params: dict[str, Any] = default_params(task)
+    task = experiment_task(experiment)
+    groups = default_groups(task)
     for group in GROUPS:
-        params[group] = _merge(params[group], experiment.get(group) or {}, f"experiments.{group}")
-    search = experiment.get("search") or {}
-    sampled = sample_trial(search.get("space") or {}, int(search.get("seed", 0)), index)
+        groups[group] = _merge(groups[group], experiment.get(group) or {}, f"experiments.{group}")
+    space = (experiment.get("search") or {}).get("space") or {}
+    sampled = sample_trial(space, search_setting(experiment, "seed"), index)
     for name, value in sampled.items():
         group, key = name.split(".", 1)
-        params[group] = _merge(params[group], {key: value}, f"search space {name}")
-    return {"task": task, "trial_index": index, **params}
-
-
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested params -> ``{"optimizer.lr": 0.001, ...}`` (lists kept as values)."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+        groups[group] = _merge(groups[group], {key: value}, f"search space {name}")
+    return TrialParams.from_dict({"task": task, "trial_index": index, **groups})
 
 
 def default_metric(task: str) -> str:
@@ -189,15 +157,14 @@ def default_metric(task: str) -> str:
     return METRICS[task][0]
 
 
-def search_metric(params: dict[str, Any]) -> str:
-    """The validation metric to maximise: ``search.metric``, else the task's default.
+def search_metric(params: Mapping[str, Any]) -> str:
+    """The validation metric to maximise of an experiment (its config section): ``search.metric``,
+    else the task's default.
 
     Raises:
-        InputError: the metric is not one the experiment's task produces.
+        InputError: no task, or a metric the experiment's task does not produce.
     """
-    task = str(params.get("task", "segmentation"))
-    if task not in METRICS:
-        raise InputError(f"unknown task {task!r}; expected one of {TASKS}")
+    task = experiment_task(params)
     metric = str((params.get("search") or {}).get("metric") or default_metric(task))
     if metric not in METRICS[task]:
         raise InputError(f"search.metric {metric!r} is not produced by {task}; use {METRICS[task]}")

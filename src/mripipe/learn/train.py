@@ -27,6 +27,8 @@ from mripipe.core.devices import allocate, torch_settings
 from mripipe.core.errors import InputError
 from mripipe.core.split_guard import load_splits
 from mripipe.core.utils import atomic_path, derive_seed, read_json, write_json
+from mripipe.learn.checkpoint import CHECKPOINT, CheckpointMeta, load_checkpoint
+from mripipe.learn.folds import search_fold
 from mripipe.learn.halving import RungJob, promoted
 from mripipe.learn.loop import FitResult, fit, seed_everything
 from mripipe.learn.losses import make_loss
@@ -36,7 +38,8 @@ from mripipe.learn.monitor import (
     segmentation_validator,
 )
 from mripipe.learn.networks import build_model, check_input_size
-from mripipe.learn.search import flatten, resolve_params, search_metric, trial_index
+from mripipe.learn.search import resolve_params, search_metric, trial_index
+from mripipe.learn.trial_params import SegmentationTraining, TrialParams
 from mripipe.track import tracking
 
 log = logging.getLogger(__name__)
@@ -62,16 +65,17 @@ def plot_history(history: Sequence[dict[str, float]], metric: str, path: str | P
 
 
 def _data(
-    task: str, p: dict[str, Any], patches: Path, manifest: Path, preprocessed: Path,
+    p: TrialParams, patches: Path, manifest: Path, preprocessed: Path,
     train: list[str], val: list[str], seed: int, workers: int, device: torch.device,
 ) -> tuple[Callable[[int], Iterable[Batch]], int, Batch, Any, dict[str, Any]]:
-    """Training batches per epoch, steps per epoch, a first batch, validation input and meta."""
+    """Training batches per epoch, steps per epoch, a first batch, validation input and the
+    data's checkpoint entries (:class:`~mripipe.learn.checkpoint.CheckpointMeta` fields)."""
     from mripipe.learn import loader
     from mripipe.learn.patches import class_names, patch_labels
 
-    tr = p["training"]
-    bs, aug, cap = int(tr["batch_size"]), float(tr["augment"]), int(tr["batches_per_epoch"])
-    if task == "segmentation":  # fresh patches every epoch: exactly `cap` batches of them
+    tr = p.training
+    bs, aug, cap = tr.batch_size, float(tr.augment), tr.batches_per_epoch
+    if isinstance(tr, SegmentationTraining):  # fresh patches every epoch: exactly `cap` batches
         n_samples = cap * bs if cap > 0 else None
 
         def batches(epoch: int) -> DataLoader[Batch]:
@@ -92,12 +96,12 @@ def _data(
         steps = min(len(first_loader), cap) if cap > 0 else len(first_loader)
     first = next(iter(first_loader))
     meta: dict[str, Any] = {"in_channels": int(first["image"].shape[1])}
-    if task == "segmentation":
+    if isinstance(tr, SegmentationTraining):
         labels = patch_labels(patches)
         names = ["background", *labels] if len(labels) >= 2 else ["background", "lesion"]
         meta |= {"n_classes": len(names), "class_names": names, "labels": labels,
                  "roi_size": [int(s) for s in first["image"].shape[2:]]}
-        val_input: Any = load_val_scans(manifest, preprocessed, val, int(tr["val_max_scans"]),
+        val_input: Any = load_val_scans(manifest, preprocessed, val, tr.val_max_scans,
                                         labels=labels)
     else:
         names = class_names(patches)
@@ -157,30 +161,31 @@ def train_trial(
     """
     out = Path(out_dir)
     p = resolve_params(params, trial_index(trial))
-    task, metric, job = p["task"], search_metric(params), job or RungJob()
-    write_json(out / "params.json", p)
+    task, metric, job = p.task, search_metric(params), job or RungJob()
+    write_json(out / "params.json", p.to_dict())
     fold, train, val = _fold(splits_path, params)
     search = read_json(search_path)
     trial_seed = derive_seed(seed, "train", experiment, trial)
     with allocate(lock_dir, devices, per_device=per_device) as slot, torch_settings(torch.device(slot.device), threads):
         device = torch.device(slot.device)
         workers = max(0, loader_workers) if device.type == "cuda" else 0
-        batches, steps, _, val_input, meta = _data(
-            task, p, Path(patches_dir), Path(manifest_path), Path(preprocessed_dir),
+        batches, steps, _, val_input, data = _data(
+            p, Path(patches_dir), Path(manifest_path), Path(preprocessed_dir),
             train, val, trial_seed, workers, device,
         )
-        loss, validate = _loss_and_validator(p, val_input, meta, device)
-        check_input_size(p["network"], meta["roi_size"])
+        loss, validate = _loss_and_validator(p, val_input, data, device)
+        check_input_size(p.network, data["roi_size"])
         seed_everything(derive_seed(trial_seed, "init"))
-        model = build_model(p, meta["in_channels"], meta["n_classes"]).to(device)
+        model = build_model(p, data["in_channels"], data["n_classes"]).to(device)
 
         c = tracking.client(search["tracking_uri"])
         tags = _run_tags(task, slot.device, params, [splits_path, Path(patches_dir) / "index.tsv"], job)
-        run_id = tracking.open_trial_run(c, search, run_name or trial, flatten(p), tags, _source_run(job))
-        meta |= {"experiment": experiment, "trial": trial, "mlflow_run_id": run_id,
-                 "task": task, "fold": fold, "data_hash": tags["data_hash"]}
+        run_id = tracking.open_trial_run(c, search, run_name or trial, p.flat(), tags, _source_run(job))
+        meta = CheckpointMeta.from_dict(data | {
+            "experiment": experiment, "trial": trial, "mlflow_run_id": run_id, "task": task,
+            "fold": fold, "data_hash": tags["data_hash"]}, str(out))
         log.info("%s/%s on %s: %s, %d steps/epoch, %d train / %d val subjects", experiment,
-                 trial, slot.device, p["network"]["name"], steps, len(train), len(val))
+                 trial, slot.device, p.network.name, steps, len(train), len(val))
         try:
             result = fit(model, loss, batches, steps, validate, p, metric, out, device, meta,
                          _epoch_logger(c, run_id), job.stop_at, job.resume_from)
@@ -195,36 +200,35 @@ def train_trial(
 
 def _source_run(job: RungJob) -> str | None:
     """A promoted trial's MLflow run (its previous rung's checkpoint says which): it continues there."""
-    path = None if job.resume_from is None else Path(job.resume_from) / "checkpoint.pt"
+    path = None if job.resume_from is None else Path(job.resume_from) / CHECKPOINT
     if path is None or not path.is_file():
         return None
-    return str(torch.load(path, map_location="cpu", weights_only=True).get("mlflow_run_id") or "") or None
+    return load_checkpoint(path).meta.mlflow_run_id or None
 
 
 def _fold(splits_path: str | Path, params: dict[str, Any]) -> tuple[int, list[str], list[str]]:
-    """Fold ``params["fold"]`` (default 0) of the split: its index, train and val subjects."""
+    """The experiment's fold of the split (:func:`~mripipe.learn.folds.search_fold`): its index,
+    train and val subjects."""
     splits = load_splits(splits_path, role="train")
-    fold = int(params.get("fold", 0))
+    fold = search_fold(params)
     if not 0 <= fold < len(splits["folds"]):
         raise InputError(f"{splits_path}: fold {fold} requested, {len(splits['folds'])} available")
     return fold, list(splits["folds"][fold]["train"]), list(splits["folds"][fold]["val"])
 
 
 def _loss_and_validator(
-    p: dict[str, Any], val_input: Any, meta: dict[str, Any], device: torch.device
+    p: TrialParams, val_input: Any, data: dict[str, Any], device: torch.device
 ) -> tuple[nn.Module, Callable[[nn.Module], dict[str, float]]]:
     """The trial's loss on ``device`` and its validation function (see :func:`_data`)."""
-    tr = p["training"]
-    amp = bool(tr["amp"])
-    if p["task"] == "segmentation":
+    tr = p.training
+    if isinstance(tr, SegmentationTraining):
         loss = make_loss(p).to(device)
-        validate = segmentation_validator(val_input, loss, meta["roi_size"],
-                                          int(tr["sw_batch_size"]), float(tr["sw_overlap"]), amp,
-                                          meta["class_names"][1:])
+        validate = segmentation_validator(val_input, loss, data["roi_size"], tr.sw_batch_size,
+                                          float(tr.sw_overlap), tr.amp, data["class_names"][1:])
     else:
         val_batches, weights = val_input
         loss = make_loss(p, weights).to(device)
-        validate = classification_validator(val_batches, loss, amp)
+        validate = classification_validator(val_batches, loss, tr.amp)
     return loss, validate
 
 

@@ -20,8 +20,10 @@ from mripipe.core.utils import read_json, write_json
 from mripipe.data.manifest import held_out_scans
 from mripipe.infer.apply import load_package
 from mripipe.infer.predict import predict_classification, predict_segmentation, to_native
+from mripipe.learn.checkpoint import Checkpoint, CheckpointMeta, save
 from mripipe.learn.networks import build_model
 from mripipe.learn.package import write_package
+from mripipe.learn.search import resolve_params
 
 torch.set_num_threads(1)
 SHIFT = (6.0, -3.0, 0.0)  # transform.tfm: template point x -> native point x + SHIFT (mm)
@@ -30,24 +32,25 @@ SEG_PARAMS = {"task": "segmentation", "network": {"name": "unet", "channels": [4
 CLS_PARAMS = {"task": "classification", "network": {"name": "densenet", "width": 4, "depth": 1}}
 
 
-def make_package(root: Path, params: dict, n_classes: int, labels: list[str], seed: int = 0,
+def make_package(root: Path, experiment: dict, n_classes: int, labels: list[str], seed: int = 0,
                  label_map: dict[str, int] | None = None, predict: dict | None = None) -> Path:
     """A package of an untrained network, written by the real writer from a real checkpoint
     (``label_map``: a segmentation checkpoint's ``labels``, as train records them)."""
     torch.manual_seed(seed)
+    params = resolve_params(experiment, 0)
     model = build_model(params, 2, n_classes)
     trial = root / "trials" / "trial-000"
     trial.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "params": params, "task": params["task"],
-                "in_channels": 2, "n_classes": n_classes, "class_names": labels,
-                "roi_size": [16, 16, 16], "epoch": 1, "trial": "trial-000",
-                **({"labels": label_map} if label_map else {})}, trial / "checkpoint.pt")
+    meta = CheckpointMeta(in_channels=2, n_classes=n_classes, class_names=tuple(labels),
+                          labels=label_map or None, roi_size=(16, 16, 16), trial="trial-000",
+                          task=params.task)
+    save(Checkpoint(model.state_dict(), params, 1, "val_dice", 0.5, meta), trial / "checkpoint.pt")
     fingerprint = {"axes": "RAS", "n_scans": 1, "tolerance": 2.0, "spacing": {}}
     settings = {"preprocess": {}, "target_spacing": [2.0, 2.0, 2.0], "threshold": 0.5,
                 "predict": {"sw_overlap": 0.25, "sw_batch_size": 4, **(predict or {})}}
     volume = {"volume_shape": [32, 32, 32], "volume_pooling": ["area"]}
     write_package(trial, root / "model", ["T1w", "FLAIR"], settings, fingerprint,
-                  volume if params["task"] == "classification" else None)
+                  volume if params.task == "classification" else None)
     return root / "model"
 
 

@@ -20,8 +20,10 @@ from mripipe.core.imageio import read_image, to_array, write_image
 from mripipe.core.template import load_template
 from mripipe.infer.apply import load_package
 from mripipe.infer.run import check_inputs, infer_scan
+from mripipe.learn.checkpoint import Checkpoint, CheckpointMeta, save
 from mripipe.learn.networks import build_model
 from mripipe.learn.package import log_package, write_package
+from mripipe.learn.search import resolve_params
 
 torch.set_num_threads(1)
 SEG = {"task": "segmentation", "network": {"name": "unet", "channels": [4, 8], "dropout": 0.0}}
@@ -60,9 +62,12 @@ def _package(root: Path, threshold: float = 0.5, labels: dict[str, int] | None =
     trial = root / "trial-000"
     trial.mkdir(parents=True, exist_ok=True)
     n_out = len(labels) + 1 if labels else 2
-    torch.save({"model": build_model(SEG, 2, n_out).state_dict(), "params": SEG, "task": "segmentation",
-                "in_channels": 2, "n_classes": n_out, "roi_size": [16, 16, 16], "epoch": 1,
-                **({"labels": labels} if labels else {})}, trial / "checkpoint.pt")
+    params = resolve_params(SEG, 0)
+    names = ("background", *(labels or {"lesion": 1}))
+    meta = CheckpointMeta(in_channels=2, n_classes=n_out, class_names=names, labels=labels,
+                          roi_size=(16, 16, 16), task="segmentation")
+    save(Checkpoint(build_model(params, 2, n_out).state_dict(), params, 1, "val_dice", 0.5, meta),
+         trial / "checkpoint.pt")
     settings = {"preprocess": CHEAP, "target_spacing": [4.0, 4.0, 4.0], "threshold": threshold,
                 "predict": {"sw_overlap": 0.25, "sw_batch_size": 4}}
     write_package(trial, root / "model", ["T1w", "FLAIR"], settings, FINGERPRINT)

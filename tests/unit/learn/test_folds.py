@@ -14,11 +14,19 @@ from mripipe.core.errors import InputError
 from mripipe.core.utils import write_json
 from mripipe.infer.apply import load_package
 from mripipe.infer.ensemble import MeanProbability
+from mripipe.learn.checkpoint import (
+    Checkpoint,
+    CheckpointMeta,
+    load_checkpoint,
+    load_state_dict,
+    save,
+)
 from mripipe.learn.folds import fold_job, fold_members, other_folds
 from mripipe.learn.monitor import ValScan
 from mripipe.learn.networks import build_model, classify, segment_probability
 from mripipe.learn.package import write_package
 from mripipe.learn.postprocess import choose_postprocess
+from mripipe.learn.search import resolve_params
 
 torch.set_num_threads(1)
 SEG = {"task": "segmentation", "network": {"name": "unet", "channels": [4, 8], "dropout": 0.0}}
@@ -73,13 +81,16 @@ def test_postprocess_pools_each_members_own_validation_scans() -> None:
     assert wrong["val_dice_pooled"] < 0.7
 
 
-def _checkpoint(folder: Path, params: dict, n_classes: int, fold: int, seed: int) -> Path:
+def _checkpoint(folder: Path, experiment: dict, n_classes: int, fold: int, seed: int) -> Path:
     torch.manual_seed(seed)
     folder.mkdir(parents=True)
+    params = resolve_params(experiment, 1)
     model = build_model(params, 2, n_classes)
-    torch.save({"model": model.state_dict(), "params": params, "task": params["task"], "in_channels": 2,
-                "n_classes": n_classes, "roi_size": [16, 16, 16], "epoch": 3 + fold, "fold": fold,
-                "trial": "trial-001"}, folder / "checkpoint.pt")
+    names = ("background", "lesion") if params.task == "segmentation" else ("high", "low", "none")
+    meta = CheckpointMeta(in_channels=2, n_classes=n_classes, class_names=names, roi_size=(16, 16, 16),
+                          trial="trial-001", task=params.task, fold=fold)
+    save(Checkpoint(model.state_dict(), params, 3 + fold, "val_dice", 0.5 + fold / 10, meta),
+         folder / "checkpoint.pt")
     write_json(folder / "val_metrics.json", {"val_dice": 0.5 + fold / 10, "epoch": 3 + fold})
     return folder
 
@@ -105,17 +116,18 @@ def test_package_holds_every_fold_and_averages_their_probabilities(tmp_path: Pat
     assert [(r["fold"], r["file"]) for r in rows] == [(0, "weights-fold-0.pt"), (1, "weights.pt"),
                                                       (2, "weights-fold-2.pt")]
     assert meta["weights"]["file"] == "weights.pt" and rows[1]["sha256"] == meta["weights"]["sha256"]
-    ckpt0 = torch.load(members[0] / "checkpoint.pt", weights_only=True)
-    state0 = torch.load(model_dir / "weights-fold-0.pt", weights_only=True)
-    assert all(torch.equal(state0[k], ckpt0["model"][k]) for k in state0)
+    ckpt0 = load_checkpoint(members[0] / "checkpoint.pt")
+    state0 = load_state_dict(model_dir / "weights-fold-0.pt")
+    assert all(torch.equal(state0[k], ckpt0.model[k]) for k in state0)
+    assert meta["params"] == ckpt0.params.to_dict() and meta["network"] == meta["params"]["network"]
 
     pkg = load_package(model_dir)
     assert isinstance(pkg.model, MeanProbability) and len(pkg.model.members) == 3
     image = torch.randn(2, 16, 16, 16, generator=torch.Generator().manual_seed(0))
     singles = []
     for d in members:
-        net = build_model(SEG, 2, 2)
-        net.load_state_dict(torch.load(d / "checkpoint.pt", weights_only=True)["model"])
+        net = build_model(resolve_params(SEG, 1), 2, 2)
+        net.load_state_dict(load_checkpoint(d / "checkpoint.pt").model)
         singles.append(segment_probability(net.eval(), image, (16, 16, 16)))
     ensemble = segment_probability(pkg.model, image, (16, 16, 16))  # one window: exactly the mean
     assert torch.allclose(ensemble, torch.stack(singles).mean(0), atol=1e-6)
@@ -135,8 +147,8 @@ def test_classifier_ensemble_averages_class_probabilities(tmp_path: Path) -> Non
     x = torch.randn(2, 2, 16, 16, 16, generator=torch.Generator().manual_seed(1))
     singles = []
     for d in members:
-        net = build_model(CLS, 2, 3)
-        net.load_state_dict(torch.load(d / "checkpoint.pt", weights_only=True)["model"])
+        net = build_model(resolve_params(CLS, 1), 2, 3)
+        net.load_state_dict(load_checkpoint(d / "checkpoint.pt").model)
         singles.append(classify(net.eval(), x))
     assert torch.allclose(classify(pkg.model, x), torch.stack(singles).mean(0), atol=1e-6)
 

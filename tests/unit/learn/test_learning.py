@@ -21,12 +21,14 @@ import yaml
 
 from mripipe.core.imageio import from_array, write_image
 from mripipe.learn import loader
+from mripipe.learn.checkpoint import CheckpointMeta
 from mripipe.learn.loop import fit, seed_everything
 from mripipe.learn.losses import make_loss
 from mripipe.learn.monitor import ValScan, classification_validator, segmentation_validator
 from mripipe.learn.networks import build_model, load_trained, segment_probability
 from mripipe.learn.patches import extract_patches
-from mripipe.learn.search import default_params
+from mripipe.learn.search import resolve_params
+from mripipe.learn.trial_params import TrialParams
 
 CONFIG = Path(__file__).resolve().parents[3] / "config" / "config.yaml"
 SHAPE = (32, 32, 32)
@@ -41,15 +43,10 @@ def default_experiment(name: str) -> dict[str, Any]:
     return exp
 
 
-def trial_params(name: str, training: dict[str, Any]) -> dict[str, Any]:
+def trial_params(name: str, training: dict[str, Any]) -> TrialParams:
     """Resolved trial parameters: built-in defaults, the default config's groups, ``training``."""
     exp = default_experiment(name)
-    params: dict[str, Any] = {"task": exp["task"], "trial_index": 0,
-                              **default_params(exp["task"])}
-    for group in ("network", "loss", "optimizer", "training"):
-        params[group] |= exp.get(group) or {}
-    params["training"] |= training
-    return params
+    return resolve_params(exp | {"training": (exp.get("training") or {}) | training}, 0)
 
 
 def blob_volume(gen: np.random.Generator, n_blobs: int, radius: tuple[float, float] = (2.0, 4.0),
@@ -113,7 +110,8 @@ def test_default_segmentation_network_learns_blobs(tmp_path: Path) -> None:
                                           augment=0.0, n_samples=200)
 
     validate = segmentation_validator(val[:2], loss, (16, 16, 16), overlap=0.25)
-    meta = {"task": "segmentation", "in_channels": 2, "n_classes": 2, "roi_size": [16, 16, 16]}
+    meta = CheckpointMeta(in_channels=2, n_classes=2, class_names=("background", "lesion"),
+                          roi_size=(16, 16, 16), task="segmentation")
     result = fit(model, loss, batches, 50, validate, params, "val_dice", tmp_path / "trial",
                  torch.device("cpu"), meta)
     trained, _ = load_trained(tmp_path / "trial")
@@ -157,7 +155,9 @@ def test_default_classifier_learns_burden(tmp_path: Path) -> None:
     model.eval()
     before = validate(model)["val_accuracy"]
     result = fit(model, loss, batches, 30, validate, params, "val_balanced_accuracy",
-                 tmp_path, torch.device("cpu"), {})
+                 tmp_path, torch.device("cpu"),
+                 CheckpointMeta(in_channels=2, n_classes=3, class_names=("none", "low", "high"),
+                                roi_size=(16, 16, 16), task="classification"))
     after = result.best["val_accuracy"]
     assert before < 0.5  # chance is 1/3; measured after training: 0.93
     assert after > 0.8, (before, after, [r["train_loss"] for r in result.history])

@@ -17,6 +17,7 @@ from mripipe.core.errors import InputError
 from mripipe.core.imageio import from_array, write_image
 from mripipe.core.utils import read_json
 from mripipe.learn import loader
+from mripipe.learn.checkpoint import CheckpointMeta
 from mripipe.learn.loop import fit, seed_everything
 from mripipe.learn.monitor import ValScan, load_val_scans, segmentation_validator
 from mripipe.learn.networks import build_model, load_trained, segment_softmax
@@ -145,8 +146,8 @@ def test_default_network_learns_two_classes(tmp_path: Path) -> None:
                                           augment=0.0, n_samples=200)
 
     validate = segmentation_validator(val[:2], loss, (16, 16, 16), overlap=0.25, class_names=["a", "b"])
-    meta = {"task": "segmentation", "in_channels": 2, "n_classes": 3, "roi_size": [16, 16, 16],
-            "class_names": ["background", "a", "b"], "labels": LABELS}
+    meta = CheckpointMeta(in_channels=2, n_classes=3, class_names=("background", "a", "b"),
+                          labels=LABELS, roi_size=(16, 16, 16), task="segmentation")
     result = fit(model, loss, batches, 50, validate, params, "val_dice", tmp_path / "trial",
                  torch.device("cpu"), meta)
     history = pd.read_csv(tmp_path / "trial" / "history.tsv", sep="\t")
@@ -154,7 +155,7 @@ def test_default_network_learns_two_classes(tmp_path: Path) -> None:
     best = result.best
     assert best["val_dice"] == pytest.approx((best["val_dice_a"] + best["val_dice_b"]) / 2)
     trained, ckpt = load_trained(tmp_path / "trial")
-    assert ckpt["n_classes"] == 3 and ckpt["labels"] == LABELS
+    assert ckpt.meta.n_classes == 3 and ckpt.meta.labels == LABELS
     dices = [[argmax_dice(segment_softmax(trained, v.image, (16, 16, 16), overlap=0.25).numpy(),
                           v.label[0].numpy(), c) for c in (1, 2)] for v in val[2:]]
     assert np.mean(dices) > 0.7, (dices, [r["train_loss"] for r in result.history])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from mripipe.learn.checkpoint import Checkpoint, CheckpointMeta, save
 from mripipe.learn.networks import (
     build_model,
     check_input_size,
@@ -15,15 +17,16 @@ from mripipe.learn.networks import (
     segment_probability,
 )
 from mripipe.learn.search import resolve_params
+from mripipe.learn.trial_params import ClassificationNetwork, SegmentationNetwork, TrialParams
 
 torch.set_num_threads(1)
 
 
-def seg_params(name: str) -> dict:
+def seg_params(name: str) -> TrialParams:
     return resolve_params({"task": "segmentation", "network": {"name": name, "channels": [4, 8]}}, 0)
 
 
-def cls_params(name: str) -> dict:
+def cls_params(name: str) -> TrialParams:
     return resolve_params({"task": "classification", "network": {"name": name, "width": 4, "depth": 1}}, 0)
 
 
@@ -46,11 +49,11 @@ def test_classification_networks_map_volumes_to_class_logits(name: str) -> None:
 
 
 def test_input_size_checks() -> None:
-    check_input_size({"name": "unet", "channels": [8, 16, 32]}, [16, 16, 16])  # 16 / 4 = 4 ok
+    check_input_size(SegmentationNetwork("unet", (8, 16, 32), 0.0), [16, 16, 16])  # 16 / 4 = 4 ok
     with pytest.raises(ValueError, match="multiple of 16"):
-        check_input_size({"name": "basicunet", "channels": [8, 16, 32]}, [16, 16, 16])
+        check_input_size(SegmentationNetwork("basicunet", (8, 16, 32), 0.0), [16, 16, 16])
     with pytest.raises(ValueError, match="too small for densenet"):
-        check_input_size({"name": "densenet", "width": 8, "depth": 2}, [16, 32, 32])
+        check_input_size(ClassificationNetwork("densenet", 8, 2, 0.0), [16, 32, 32])
 
 
 def test_convnet_counts_bright_spots_through_average_pooling() -> None:
@@ -71,14 +74,14 @@ def test_convnet_counts_bright_spots_through_average_pooling() -> None:
     assert f1.shape == (1, 8)  # width 4, depth 1: 4 means + 4 maxima
     assert not torch.allclose(f1[:, :4], f2[:, :4])
     torch.testing.assert_close(f1, fs)
-    check_input_size({"name": "convnet", "width": 4, "depth": 2}, [8, 8, 8])
+    check_input_size(ClassificationNetwork("convnet", 4, 2, 0.0), [8, 8, 8])
     with pytest.raises(ValueError, match="too small for convnet of depth 2"):
-        check_input_size({"name": "convnet", "width": 4, "depth": 2}, [8, 6, 8])
+        check_input_size(ClassificationNetwork("convnet", 4, 2, 0.0), [8, 6, 8])
 
 
 def test_unknown_network_is_a_clear_error() -> None:
     p = seg_params("unet")
-    p["network"]["name"] = "transformer"
+    p = replace(p, network=replace(p.network, name="transformer"))
     with pytest.raises(ValueError, match="unknown segmentation network 'transformer'"):
         build_model(p, 2, 2)
 
@@ -87,13 +90,12 @@ def test_load_trained_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     params = seg_params("unet")
     model = build_model(params, 2, 2)
-    ckpt = {"model": model.state_dict(), "params": params, "epoch": 3, "task": "segmentation",
-            "in_channels": 2, "n_classes": 2, "roi_size": [16, 16, 16], "metric": "val_dice",
-            "value": 0.5, "mlflow_run_id": "abc"}
-    torch.save(ckpt, tmp_path / "checkpoint.pt")
-    loaded, meta = load_trained(tmp_path, "cpu")
+    meta = CheckpointMeta(in_channels=2, n_classes=2, class_names=("background", "lesion"),
+                          roi_size=(16, 16, 16), mlflow_run_id="abc", task="segmentation")
+    save(Checkpoint(model.state_dict(), params, 3, "val_dice", 0.5, meta), tmp_path / "checkpoint.pt")
+    loaded, ckpt = load_trained(tmp_path, "cpu")
     assert not loaded.training
-    assert meta["epoch"] == 3 and meta["roi_size"] == [16, 16, 16]
+    assert ckpt.epoch == 3 and ckpt.meta.roi_size == (16, 16, 16) and ckpt.params == params
     x = torch.randn(1, 2, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x))

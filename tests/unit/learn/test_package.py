@@ -11,6 +11,13 @@ import torch
 
 from mripipe.core.split_guard import hash_test_list
 from mripipe.core.utils import write_json
+from mripipe.learn.checkpoint import (
+    Checkpoint,
+    CheckpointMeta,
+    load_checkpoint,
+    load_state_dict,
+    save,
+)
 from mripipe.learn.choose import rank_trials
 from mripipe.learn.networks import build_model
 from mripipe.learn.package import package_experiment, package_selected
@@ -35,9 +42,10 @@ def make_trials(root: Path, metrics: list[dict], search: dict | None = None) -> 
             run_id = open_trial_run(client(search["tracking_uri"]), search, d.name, {"i": i}, {})
         torch.manual_seed(i)
         model = build_model(params, 2, 2)
-        torch.save({"model": model.state_dict(), "params": params, "epoch": 1, "task": "segmentation",
-                    "in_channels": 2, "n_classes": 2, "roi_size": [16, 16, 16],
-                    "mlflow_run_id": run_id}, d / "checkpoint.pt")
+        meta = CheckpointMeta(in_channels=2, n_classes=2, class_names=("background", "lesion"),
+                              roi_size=(16, 16, 16), mlflow_run_id=run_id, task="segmentation", fold=0)
+        save(Checkpoint(model.state_dict(), params, 1, "val_dice", float(m.get("val_dice", math.nan)),
+                        meta), d / "checkpoint.pt")
         dirs.append(d)
     return dirs
 
@@ -96,8 +104,8 @@ def test_select_writes_the_package_logs_and_registers_it(tmp_path: Path) -> None
     doc = json.loads(out.read_text())
     assert doc["trial"] == "trial-001" and doc["value"] == 0.6 and doc["metric"] == "val_dice"
     assert doc["tracking_uri"] == uri and doc["parent_run_id"] == search["parent_run_id"]
-    ckpt = torch.load(dirs[1] / "checkpoint.pt", weights_only=True)
-    assert doc["mlflow_run_id"] == ckpt["mlflow_run_id"]
+    ckpt = load_checkpoint(dirs[1] / "checkpoint.pt")
+    assert doc["mlflow_run_id"] == ckpt.meta.mlflow_run_id
     c = client(uri)
     assert c.get_run(doc["mlflow_run_id"]).data.tags["selected"] == "true"
     parent = c.get_run(search["parent_run_id"])
@@ -105,10 +113,12 @@ def test_select_writes_the_package_logs_and_registers_it(tmp_path: Path) -> None
     assert parent.info.status == "FINISHED"
     # The package: the selected trial's exact weights as a bare state dict, and its description.
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
-    state = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
-    assert state.keys() == ckpt["model"].keys()
-    assert all(torch.equal(state[k], ckpt["model"][k]) for k in state)
-    assert meta["trial"] == "trial-001" and meta["network"] == ckpt["params"]["network"]
+    state = load_state_dict(tmp_path / "model" / "weights.pt")
+    assert state.keys() == ckpt.model.keys()
+    assert all(torch.equal(state[k], ckpt.model[k]) for k in state)
+    assert meta["trial"] == "trial-001" and meta["network"] == ckpt.params.network.to_dict()
+    assert meta["params"] == ckpt.params.to_dict() and meta["epoch"] == 1
+    assert meta["validation"] == {"metric": "val_dice", "value": 0.6}
     assert meta["channels"] == ["T1w", "FLAIR"] and meta["labels"] == {"lesion": 1}
     assert meta["preprocess"]["n4"] is False and meta["preprocess"]["denoise"] == "curvature"  # defaults filled
     assert meta["target_spacing"] == [2.0, 2.0, 2.0] and meta["seed"] == 7

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import torch
-from test_train import SEED, SEG, cohort, run_trial  # noqa: F401  (cohort: a fixture)
+from test_train import SEED, SEG, TOY_META, cohort, run_trial  # noqa: F401  (cohort: a fixture)
 from torch import nn
 
 from mripipe.core.errors import InputError
 from mripipe.core.utils import write_json
+from mripipe.learn.checkpoint import Checkpoint, load_checkpoint, load_resume, save
 from mripipe.learn.halving import Rung, RungJob, ladder, promoted
 from mripipe.learn.loop import fit
 from mripipe.learn.package import package_selected
 from mripipe.learn.rung import rank_rung, rank_trials
+from mripipe.learn.search import resolve_params
 from mripipe.learn.train import train_trial
 from mripipe.track.tracking import client, search_init
 
@@ -112,7 +115,8 @@ def test_select_names_the_trial_each_slot_held(tmp_path: Path) -> None:
     rank_rung("x", 0, dirs, cfg, tmp_path / "rung-0.json")  # survivors trial-003, trial-001
     slots = metrics_dirs(tmp_path / "rungs" / "1", [0.5, 0.6], prefix="slot")
     for s in slots:
-        torch.save({"mlflow_run_id": ""}, s / "checkpoint.pt")
+        save(Checkpoint(nn.Linear(8, 2).state_dict(), PARAMS, 1, "val_dice", 0.5, TOY_META),
+             s / "checkpoint.pt")  # no MLflow run
     write_json(tmp_path / "search.json", {"tracking_uri": "sqlite:///none.db", "mlflow_experiment_id": "1",
                                           "parent_run_id": "p"})
     doc = package_selected("x", slots, tmp_path / "search.json", cfg, tmp_path / "selected.json",
@@ -124,11 +128,12 @@ def test_select_names_the_trial_each_slot_held(tmp_path: Path) -> None:
                                                                  "trial-000"]
 
 
-PARAMS: dict[str, Any] = {
+PARAMS = resolve_params({
+    "task": "classification",
     "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.0, "momentum": 0.9},
     "training": {"epochs": 6, "patience": 2, "val_every": 1, "warmup_epochs": 1, "scheduler": "cosine",
                  "poly_power": 1.0, "min_lr_ratio": 0.0},
-}
+}, 0)
 
 
 def fit_toy(out: Path, scores: list[float], **kw: Any) -> tuple[Any, list[float]]:
@@ -143,7 +148,7 @@ def fit_toy(out: Path, scores: list[float], **kw: Any) -> tuple[Any, list[float]
         return {"val_loss": 0.0, "acc": v}
 
     result = fit(model, nn.CrossEntropyLoss(), lambda epoch: data, 3, validate, PARAMS, "acc", out,
-                 torch.device("cpu"), {"task": "classification", "trial": "trial-000"}, **kw)
+                 torch.device("cpu"), replace(TOY_META, trial="trial-000"), **kw)
     return result, seen
 
 
@@ -155,7 +160,7 @@ def test_early_stopping_continues_across_rungs(tmp_path: Path) -> None:
     assert whole.stopped_early and len(whole.history) == 4
     rung0, seen0 = fit_toy(tmp_path / "r0", scores, stop_at=3)
     assert seen0 == scores[:3] and not rung0.stopped_early  # validated at the rung's last epoch
-    assert not torch.load(tmp_path / "r0" / "last.pt", weights_only=True)["done"]
+    assert not load_resume(tmp_path / "r0" / "last.pt").done
     rung1, seen1 = fit_toy(tmp_path / "r1", scores[3:], stop_at=6, resume_from=tmp_path / "r0")
     assert seen1 == [0.4] and rung1.stopped_early and rung1.resumed_from == 3
     assert (tmp_path / "r1" / "history.tsv").read_bytes() == (tmp_path / "whole" / "history.tsv").read_bytes()
@@ -164,7 +169,7 @@ def test_early_stopping_continues_across_rungs(tmp_path: Path) -> None:
     assert seen2 == [] and rung2.best_epoch == 2
     assert (tmp_path / "r2" / "history.tsv").read_bytes() == (tmp_path / "whole" / "history.tsv").read_bytes()
     assert json.loads((tmp_path / "r2" / "val_metrics.json").read_text())["epoch"] == 2
-    assert torch.load(tmp_path / "r2" / "last.pt", weights_only=True)["done"]
+    assert load_resume(tmp_path / "r2" / "last.pt").done
 
 
 def test_a_promotion_needs_a_matching_source(tmp_path: Path) -> None:
@@ -194,13 +199,14 @@ def test_promoted_trial_equals_the_uninterrupted_run(cohort: Path) -> None:  # n
     train_trial(*args[:1], trial, *args[2:], slot, lock_dir=cohort / "locks", job=job)
     assert (slot / "history.tsv").read_bytes() == (reference / "history.tsv").read_bytes()
     assert (slot / "val_metrics.json").read_bytes() == (reference / "val_metrics.json").read_bytes()
-    ours, ref = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (slot, reference))
-    assert ours["epoch"] == ref["epoch"] and all(torch.equal(ours["model"][k], ref["model"][k]) for k in ref["model"])
+    ours, ref = (load_checkpoint(d / "checkpoint.pt") for d in (slot, reference))
+    assert ours.epoch == ref.epoch and all(torch.equal(ours.model[k], ref.model[k]) for k in ref.model)
+    assert ours.params == ref.params and ours.meta.mlflow_run_id != ref.meta.mlflow_run_id
     assert len(pd.read_csv(rung0 / "history.tsv", sep="\t")) == 3
     # one MLflow run for the trial, continued by the rung: epochs 1..6, tagged with its rung
     c = client(f"sqlite:///{cohort}/mlflow.db")
     meta = json.loads(search.read_text())
     runs = c.search_runs([meta["mlflow_experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{meta['parent_run_id']}'")
-    assert [r.info.run_id for r in runs] == [ours["mlflow_run_id"]]
+    assert [r.info.run_id for r in runs] == [ours.meta.mlflow_run_id]
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["rung"] == "1"
-    assert sorted(m.step for m in c.get_metric_history(ours["mlflow_run_id"], "val_dice")) == [1, 2, 3, 4, 5, 6]
+    assert sorted(m.step for m in c.get_metric_history(ours.meta.mlflow_run_id, "val_dice")) == [1, 2, 3, 4, 5, 6]

@@ -8,14 +8,15 @@ from typing import Any
 import pytest
 import yaml
 
+from mripipe.core.errors import InputError
 from mripipe.learn.search import (
-    default_params,
-    flatten,
     resolve_params,
     sample_trial,
+    search_metric,
     trial_index,
     validate_space,
 )
+from mripipe.learn.trial_params import default_groups
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -44,7 +45,7 @@ def test_adding_trials_or_parameters_never_changes_earlier_draws() -> None:
     # A new parameter in the space leaves the draws of the existing ones untouched.
     more = dict(EXPERIMENT, search=dict(EXPERIMENT["search"], space=SPACE | {"loss.name": {"choice": ["dice_ce", "dice_focal"]}}))
     for i in range(3):
-        before, after = flatten(short[i]), flatten(resolve_params(more, i))
+        before, after = short[i].flat(), resolve_params(more, i).flat()
         assert {k: v for k, v in after.items() if k != "loss.name"} == {k: v for k, v in before.items() if k != "loss.name"}
 
 
@@ -60,20 +61,20 @@ def test_values_lie_in_their_ranges_and_cover_choices() -> None:
 
 
 def test_resolved_params_have_the_same_names_across_trials() -> None:
-    names = {tuple(sorted(flatten(resolve_params(EXPERIMENT, i)))) for i in range(8)}
+    names = {tuple(resolve_params(EXPERIMENT, i).flat()) for i in range(8)}
     assert len(names) == 1
     p = resolve_params(EXPERIMENT, 5)
-    assert p["task"] == "segmentation" and p["trial_index"] == 5
-    assert p["training"]["epochs"] == default_params("segmentation")["training"]["epochs"]
+    assert p.task == "segmentation" and p.trial_index == 5
+    assert p.training.epochs == default_groups("segmentation")["training"]["epochs"]
 
 
 def test_experiment_settings_override_defaults_and_search_overrides_settings() -> None:
     exp = {"task": "classification", "training": {"epochs": 3},
            "optimizer": {"lr": 0.5}, "search": {"seed": 1, "space": {"optimizer.lr": {"choice": [0.25]}}}}
     p = resolve_params(exp, 0)
-    assert p["training"]["epochs"] == 3
-    assert p["optimizer"]["lr"] == 0.25
-    assert p["network"]["name"] == "densenet"
+    assert p.training.epochs == 3
+    assert p.optimizer.lr == 0.25
+    assert p.network.name == "densenet"
 
 
 @pytest.mark.parametrize(
@@ -102,16 +103,13 @@ def test_trial_index() -> None:
         trial_index("trial7")
 
 
-def test_schema_defaults_match_the_built_in_defaults() -> None:
-    """The schema fills defaults for task-independent keys: they must equal default_params."""
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    exp = schema["properties"]["experiments"]["additionalProperties"]["properties"]
-    for task in ("segmentation", "classification"):
-        defaults = default_params(task)
-        for group in ("network", "loss", "optimizer", "training"):
-            for key, spec in exp[group]["properties"].items():
-                if "default" in spec:
-                    assert defaults[group][key] == spec["default"], (task, group, key)
+def test_an_experiment_needs_a_known_task() -> None:
+    with pytest.raises(InputError, match="without a task"):
+        resolve_params({"search": {"seed": 1}}, 0)
+    with pytest.raises(InputError, match="without a task"):
+        search_metric({})
+    with pytest.raises(InputError, match="unknown task 'regression'"):
+        resolve_params({"task": "regression"}, 0)
 
 
 def test_default_config_resolves_for_every_trial() -> None:
@@ -119,4 +117,4 @@ def test_default_config_resolves_for_every_trial() -> None:
     for exp in cfg["experiments"].values():
         for i in range(exp["search"]["n_trials"]):
             p = resolve_params(exp, i)
-            assert p["task"] == exp["task"]
+            assert p.task == exp["task"]

@@ -17,14 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_trial_params import GOLDEN_SEG
 from torch import nn
 
 from mripipe.core.imageio import from_array, write_image
 from mripipe.core.utils import write_json
+from mripipe.learn.checkpoint import CheckpointMeta, load_resume
 from mripipe.learn.loop import fit, lr_factor
 from mripipe.learn.monitor import ValScan, classification_validator, segmentation_validator
 from mripipe.learn.networks import load_trained
 from mripipe.learn.patches import extract_patches
+from mripipe.learn.search import resolve_params
 from mripipe.learn.split import make_splits
 from mripipe.learn.train import train_trial
 from mripipe.track.tracking import client, search_init
@@ -40,6 +43,9 @@ SEG: dict[str, Any] = {
     "search": {"n_trials": 2, "seed": 1, "metric": "val_dice",
                "space": {"optimizer.lr": {"loguniform": [1e-3, 1e-2]}}},
 }
+#: What fit saves with the toy model of the tests below (8 inputs, 2 classes).
+TOY_META = CheckpointMeta(in_channels=8, n_classes=2, class_names=("a", "b"), roi_size=(8,),
+                          task="classification")
 CLS: dict[str, Any] = {
     "task": "classification",
     "network": {"width": 4, "depth": 1},
@@ -112,14 +118,19 @@ def test_trial_outputs_and_mlflow_run(reference: Path) -> None:
     assert metrics["epoch"] == int(history.loc[history["val_dice"].idxmax(), "epoch"])
     model, ckpt = load_trained(reference)
     assert not model.training
-    assert ckpt["task"] == "segmentation" and ckpt["roi_size"] == [16, 16, 16]
-    assert ckpt["params"] == json.loads((reference / "params.json").read_text())
+    assert ckpt.meta.task == "segmentation" and ckpt.meta.roi_size == (16, 16, 16)
+    assert ckpt.meta.fold == 0 and ckpt.meta.trial == "trial-000" and ckpt.meta.data_hash
+    # params.json as before the parameters were typed (test_trial_params.GOLDEN_SEG, indented)
+    text = (reference / "params.json").read_text()
+    assert text == json.dumps(json.loads(GOLDEN_SEG), indent=2) + "\n"
+    assert ckpt.params.to_dict() == json.loads(text)
     c = client(f"sqlite:///{reference.parents[1]}/mlflow.db")
-    run = c.get_run(ckpt["mlflow_run_id"])
+    run = c.get_run(ckpt.meta.mlflow_run_id)
     search = json.loads((reference.parents[1] / "ref-search.json").read_text())
     assert run.data.tags["mlflow.parentRunId"] == search["parent_run_id"]
     assert run.info.status == "FINISHED"
-    assert run.data.params["optimizer.lr"] == str(ckpt["params"]["optimizer"]["lr"])
+    assert run.data.params["optimizer.lr"] == str(ckpt.params.optimizer.lr)
+    assert run.data.params == {k: str(v) for k, v in ckpt.params.flat().items()}
     assert {"config_hash", "data_hash"} <= set(run.data.tags)
     steps = [m.step for m in c.get_metric_history(run.info.run_id, "val_dice")]
     assert sorted(steps) == [1, 2, 3, 4, 5, 6]
@@ -150,10 +161,10 @@ def test_killed_job_resumes_at_the_right_epoch_in_the_same_run(cohort: Path, ref
         time.sleep(0.01)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the job finished before it could be killed"
-    state = torch.load(out / "last.pt", weights_only=True)
-    done_epochs = int(state["epoch"])
-    assert 2 <= done_epochs < 6 and not state["done"]
-    run_id = state["meta"]["mlflow_run_id"]
+    state = load_resume(out / "last.pt")
+    done_epochs = state.epoch
+    assert 2 <= done_epochs < 6 and not state.done
+    run_id = state.meta.mlflow_run_id
 
     subprocess.run(cmd, cwd=cohort, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert f"resuming at epoch {done_epochs + 1}/6" in log.read_text()
@@ -175,7 +186,8 @@ def test_classification_trial(cohort: Path) -> None:
     assert {"val_balanced_accuracy", "val_accuracy", "val_loss", "epoch"} <= set(metrics)
     assert 0.0 <= metrics["val_balanced_accuracy"] <= 1.0
     model, ckpt = load_trained(out)
-    assert ckpt["class_names"] == ["high", "low", "none"] and ckpt["n_classes"] == 3
+    assert ckpt.meta.class_names == ("high", "low", "none") and ckpt.meta.n_classes == 3
+    assert ckpt.meta.labels is None and ckpt.params.network.name == "resnet"
     assert model(torch.zeros(1, 2, 32, 32, 32)).shape == (1, 3)
 
 
@@ -205,12 +217,14 @@ def test_early_stopping_and_a_finished_run_trains_afresh(tmp_path: Path) -> None
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
     data = [{"image": torch.randn(4, 8), "label": torch.randint(0, 2, (4,))} for _ in range(3)]
     scores = iter([0.2, 0.9, 0.5, 0.4, 0.8, 0.8])
-    params: dict[str, Any] = {"optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.0, "momentum": 0.9},
-              "training": {"epochs": 6, "patience": 2, "val_every": 1, "warmup_epochs": 0,
-                           "scheduler": "constant", "poly_power": 1.0, "min_lr_ratio": 0.0}}
+    params = resolve_params({
+        "task": "classification",
+        "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.0, "momentum": 0.9},
+        "training": {"epochs": 6, "patience": 2, "val_every": 1, "warmup_epochs": 0,
+                     "scheduler": "constant", "poly_power": 1.0, "min_lr_ratio": 0.0}}, 0)
     result = fit(model, nn.CrossEntropyLoss(), lambda epoch: data, 3,
                  lambda m: {"val_loss": 0.0, "acc": next(scores)}, params, "acc", tmp_path,
-                 torch.device("cpu"), {"task": "classification"})
+                 torch.device("cpu"), TOY_META)
     assert [r["acc"] for r in result.history] == [0.2, 0.9, 0.5, 0.4]
     assert result.best_epoch == 2 and result.stopped_early
     # Snakemake runs a finished trial again only because an input (data, code) changed: the
@@ -218,7 +232,7 @@ def test_early_stopping_and_a_finished_run_trains_afresh(tmp_path: Path) -> None
     rising = iter([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     again = fit(model, nn.CrossEntropyLoss(), lambda epoch: data, 3,
                 lambda m: {"val_loss": 0.0, "acc": next(rising)}, params, "acc", tmp_path,
-                torch.device("cpu"), {"task": "classification"})
+                torch.device("cpu"), TOY_META)
     assert again.resumed_from == 0 and len(again.history) == 6 and again.best_epoch == 6
 
 
@@ -272,4 +286,4 @@ def test_balanced_accuracy_by_hand() -> None:
 def test_gpu_trial_with_amp(cohort: Path) -> None:
     out = run_trial(cohort, "gpu", dict(SEG, training=dict(SEG["training"], epochs=2)))
     _, ckpt = load_trained(out, "cuda")
-    assert ckpt["params"]["training"]["amp"] is True
+    assert ckpt.params.training.amp is True
