@@ -11,6 +11,8 @@ import pytest
 
 from mripipe.cli import build_parser, main
 
+REPO = Path(__file__).resolve().parents[2]
+
 STAGES = [
     "phantom", "dicom", "manifest", "validate", "ready", "fingerprint", "preprocess", "qc-table", "split", "patches",
     "search-init", "train", "package", "predict", "evaluate", "evaluate-detection", "summarise",
@@ -93,9 +95,29 @@ def test_command_module_names_what_a_rule_executes() -> None:
 
     assert command_module("preprocess") == "mripipe.preprocess.preprocess_scan"  # records failures, runs pipeline
     assert command_module("evaluate") == "mripipe.evaluate.evaluate_experiment"
-    assert command_module("search-init") == "mripipe.track.tracking"
+    assert command_module("search-init") == "mripipe.track.search_init"
     with pytest.raises(KeyError):
         command_module("nope")
+
+
+def test_each_command_in_a_rule_leads_to_the_module_named_for_it() -> None:
+    """``mripipe X`` in a rule file leads a reader to one module named for X: the module's base
+    name is X (``-`` as ``_``), or X's first word begins it (``evaluate`` ->
+    ``evaluate_experiment``), or it is X's first word (``qc-table`` -> ``qc``)."""
+    import re
+
+    from mripipe.cli import command_module
+
+    rules = "".join(p.read_text(encoding="utf-8") for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    commands = set(re.findall(r"\"mripipe ([a-z][a-z-]*) ", rules))  # shell lines
+    assert {"preprocess", "train", "evaluate", "package", "search-init"} <= commands
+    wrong = {}
+    for cmd in sorted(commands):
+        base = command_module(cmd).rsplit(".", 1)[-1]
+        first = cmd.split("-")[0]
+        if not (base == cmd.replace("-", "_") or base.startswith(first) or first == base):
+            wrong[cmd] = base
+    assert wrong == {}
 
 
 def _subcommands() -> list[str]:

@@ -191,3 +191,29 @@ def test_package_docstring_lists_exactly_its_modules(package: Path) -> None:
     listed = _listed_modules(doc)
     assert len(listed) == len(set(listed)), f"{package}: a module is listed twice"
     assert sorted(listed) == sorted(present), f"{package}/__init__.py lists {sorted(listed)}"
+
+
+def _trial_parameter_names() -> set[str]:
+    """Every field of a trial's typed parameters (:mod:`mripipe.learn.trial_params`)."""
+    import dataclasses
+
+    from mripipe.learn import trial_params
+
+    groups = [c for c in vars(trial_params).values()
+              if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == trial_params.__name__]
+    return {f.name for c in groups for f in dataclasses.fields(c)} - {"task"}
+
+
+def test_no_get_default_for_a_trial_parameter() -> None:
+    """Trial parameters are read from the typed object, never as ``d.get("lr", 1e-3)``: a default
+    lives in one place (``trial_params``), not at each reader."""
+    names = _trial_parameter_names()
+    assert {"lr", "epochs", "amp", "label_smoothing", "momentum", "channels"} <= names
+    found = []
+    for path in sorted((ROOT / "learn").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "get" and len(node.args) + len(node.keywords) >= 2
+                    and isinstance(node.args[0], ast.Constant) and node.args[0].value in names):
+                found.append(f"{path.name}:{node.lineno} .get({node.args[0].value!r}, ...)")
+    assert found == []

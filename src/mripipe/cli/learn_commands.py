@@ -138,10 +138,10 @@ def cli_patches(ns: argparse.Namespace) -> None:
                   ns.params, ns.seed, ns.labels, optional_path(ns.manifest_meta))
 
 
-@executes("mripipe.track.tracking")
+@executes("mripipe.track.search_init")
 def cli_search_init(ns: argparse.Namespace) -> None:
     """``mripipe search-init``."""
-    from mripipe.track.tracking import start_search
+    from mripipe.track.search_init import start_search
 
     start_search(ns.experiment, ns.tracking_uri, ns.params, Path(ns.out),
                  optional_path(ns.manifest), optional_path(ns.splits), ns.dataset_name)

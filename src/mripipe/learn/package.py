@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mripipe.core.config import with_defaults
 from mripipe.core.errors import InputError
 from mripipe.core.labels import foreground
 from mripipe.core.package_format import FORMAT, META_FILE, WEIGHTS_FILE
@@ -90,7 +91,7 @@ def package_meta(ckpt: Checkpoint, channels: list[str], settings: Mapping[str, A
     """
     info, params = ckpt.meta, ckpt.params.to_dict()
     task = info.task
-    predict = dict(settings.get("predict") or {})
+    predict = with_defaults("predict", settings.get("predict"))  # the schema's defaults, one place
     meta: dict[str, Any] = {
         "format": FORMAT, "task": task,
         "experiment": info.experiment, "trial": info.trial,
@@ -112,8 +113,8 @@ def package_meta(ckpt: Checkpoint, channels: list[str], settings: Mapping[str, A
     }
     if task == "segmentation":
         roi = predict.get("roi_size") or info.roi_size
-        meta["window"] = {"roi_size": [int(v) for v in roi], "overlap": float(predict.get("sw_overlap", 0.5)),
-                          "batch_size": int(predict.get("sw_batch_size", 2)), "blend": "gaussian"}
+        meta["window"] = {"roi_size": [int(v) for v in roi], "overlap": float(predict["sw_overlap"]),
+                          "batch_size": int(predict["sw_batch_size"]), "blend": "gaussian"}
         chosen = dict(settings.get("postprocess") or {})
         if info.n_classes > 2:
             meta["postprocess"] = multiclass_postprocess(chosen, predict)
@@ -121,7 +122,7 @@ def package_meta(ckpt: Checkpoint, channels: list[str], settings: Mapping[str, A
         meta["postprocess"] = {"threshold": float(settings["threshold"]),
                                "min_lesion_mm3": float(chosen.get("min_lesion_mm3", 0.0)),
                                "candidate_threshold": chosen.get("candidate_threshold"),
-                               "mask_outside_brain": bool(predict.get("mask_outside_brain", True)),
+                               "mask_outside_brain": bool(predict["mask_outside_brain"]),
                                "resample": "linear probabilities to the native grid, then threshold",
                                "chosen_on_validation": chosen or None}
     else:
@@ -137,7 +138,7 @@ def multiclass_postprocess(chosen: Mapping[str, Any], predict: Mapping[str, Any]
     """``model.json``'s ``postprocess`` of a K >= 2 class model: argmax of the K + 1
     probabilities resampled to the native grid (no threshold, no minimum volume)."""
     return {"method": "argmax", "candidate_threshold": chosen.get("candidate_threshold"),
-            "mask_outside_brain": bool(predict.get("mask_outside_brain", True)),
+            "mask_outside_brain": bool(predict["mask_outside_brain"]),
             "resample": "linear probabilities (K + 1 channels) to the native grid, then argmax",
             "chosen_on_validation": dict(chosen) or None}
 
@@ -224,7 +225,6 @@ def build_package(ranked: dict[str, Any], search: dict[str, Any], inputs: Mappin
         members: a fold ensemble (:func:`mripipe.learn.folds.fold_members`): post-processing on
             the pooled out-of-fold predictions, every member's weights in the package.
     """
-    from mripipe.core.config import with_defaults
     from mripipe.learn.patches import META
 
     fingerprint = training_fingerprint(inputs["fingerprint"], inputs["manifest"], inputs["splits"], fold)

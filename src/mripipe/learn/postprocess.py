@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from mripipe.core.components import components
+from mripipe.core.config import with_defaults
 from mripipe.core.errors import InputError
 from mripipe.core.froc import detection_metrics
 from mripipe.core.labels import label_spec
@@ -271,7 +272,7 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
     from mripipe.learn.monitor import load_val_scans
     from mripipe.learn.networks import load_trained
 
-    predict = dict(settings.get("predict") or {})
+    predict = with_defaults("predict", settings.get("predict"))  # the schema's defaults, one place
     folds = load_splits(inputs["splits"], "select")["folds"]
     models: list[nn.Module] = []
     scans: list[ValScan] = []
@@ -287,12 +288,12 @@ def validation_postprocess(trial_dir: str | Path, inputs: Mapping[str, Any], fol
     if labels is not None:  # multi-class: argmax, nothing to threshold
         return choose_multiclass_postprocess(
             models, scans, predict.get("roi_size") or info.roi_size, dict(labels),
-            int(predict.get("sw_batch_size", 2)), float(predict.get("sw_overlap", 0.5)),
+            int(predict["sw_batch_size"]), float(predict["sw_overlap"]),
             settings.get("evaluate")) | {"override": []}
     voxel_mm3 = float(np.prod([float(s) for s in settings["target_spacing"]]))
     chosen = choose_postprocess(models, scans, predict.get("roi_size") or info.roi_size, voxel_mm3,
-                                int(predict.get("sw_batch_size", 2)),
-                                float(predict.get("sw_overlap", 0.5)), settings.get("evaluate"))
+                                int(predict["sw_batch_size"]),
+                                float(predict["sw_overlap"]), settings.get("evaluate"))
     override = {k: float(predict[k]) for k in ("threshold", "min_lesion_mm3")
                 if predict.get(k) is not None}
     return chosen | override | {"override": sorted(override)}

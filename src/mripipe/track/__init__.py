@@ -5,6 +5,7 @@ Modules:
 
 - ``dataset``: the data a search saw, as an MLflow dataset input.
 - ``eval_run``: the MLflow evaluation run: test metrics, tables and plots, linked to the trial.
+- ``search_init``: ``mripipe search-init``: the MLflow experiment and the parent run of a search.
 - ``server``: ``mripipe tracking-server``: one MLflow server for many concurrent trials.
-- ``tracking``: ``mripipe search-init`` and the store, parent and trial run helpers.
+- ``tracking``: the store, experiments and trial runs: the helpers every MLflow writer uses.
 """

@@ -22,7 +22,8 @@ from mripipe.learn.choose import rank_trials
 from mripipe.learn.networks import build_model
 from mripipe.learn.package import package_experiment, package_selected
 from mripipe.learn.search import resolve_params
-from mripipe.track.tracking import client, open_trial_run, search_init
+from mripipe.track.search_init import search_init
+from mripipe.track.tracking import client, open_trial_run
 
 torch.set_num_threads(1)
 CFG = {"task": "segmentation", "network": {"channels": [4, 8]},

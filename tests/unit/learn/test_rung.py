@@ -25,7 +25,8 @@ from mripipe.learn.package import package_selected
 from mripipe.learn.rung import rank_rung, rank_trials
 from mripipe.learn.search import resolve_params
 from mripipe.learn.train import train_trial
-from mripipe.track.tracking import client, search_init
+from mripipe.track.search_init import search_init
+from mripipe.track.tracking import client
 
 torch.set_num_threads(1)
 

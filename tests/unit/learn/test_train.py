@@ -30,7 +30,8 @@ from mripipe.learn.patches import extract_patches
 from mripipe.learn.search import resolve_params
 from mripipe.learn.split import make_splits
 from mripipe.learn.train import train_trial
-from mripipe.track.tracking import client, search_init
+from mripipe.track.search_init import search_init
+from mripipe.track.tracking import client
 
 torch.set_num_threads(1)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mripipe.track import server, tracking
+from mripipe.track.search_init import search_init
 
 N_TRIALS = 8
 N_EPOCHS = 25
@@ -97,7 +98,7 @@ def test_eight_concurrent_trials_lose_nothing(tmp_path: Path) -> None:
     try:
         _wait_for(f"{uri}/health", proc)
         search_path = tmp_path / "search.json"
-        search = tracking.search_init("concurrency", uri, {"task": "segmentation", "search": {
+        search = search_init("concurrency", uri, {"task": "segmentation", "search": {
             "n_trials": N_TRIALS, "seed": 1, "metric": "val_dice"}}, search_path, workdir=tmp_path)
         trials = [
             subprocess.Popen(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
+from mripipe.track.search_init import search_init, start_search
 from mripipe.track.tracking import (
     artifact_location,
     client,
@@ -18,8 +19,6 @@ from mripipe.track.tracking import (
     log_epoch,
     open_trial_run,
     retry,
-    search_init,
-    start_search,
 )
 
 CFG = {"task": "segmentation", "search": {"n_trials": 2, "seed": 1, "metric": "val_dice",

@@ -10,13 +10,8 @@ from pathlib import Path
 from mripipe.core.split_guard import hash_test_list
 from mripipe.track.dataset import describe_dataset
 from mripipe.track.eval_run import log_evaluation
-from mripipe.track.tracking import (
-    EXPERIMENT_KIND,
-    client,
-    get_or_create_experiment,
-    open_trial_run,
-    start_search,
-)
+from mripipe.track.search_init import start_search
+from mripipe.track.tracking import EXPERIMENT_KIND, client, get_or_create_experiment, open_trial_run
 
 CFG = {"task": "segmentation", "search": {"n_trials": 1, "seed": 1, "metric": "val_dice", "space": {}}}
 
