@@ -59,11 +59,13 @@ checkpoint ready:
         excluded="results/excluded.tsv",
     params:
         preprocessed=PREPROCESSED,
+        cfg=section("preprocess"),  # the registration outlier test's settings
     log:
         "logs/ready.log",
     shell:
         "mripipe ready --manifest {input.valid} --validation {input.validation} "
-        "--preprocessed {params.preprocessed} --out {output.tsv} --excluded {output.excluded} --log {log}"
+        "--preprocessed {params.preprocessed} --params {params.cfg:q} --out {output.tsv} "
+        "--excluded {output.excluded} --log {log}"
 
 
 rule qc_table:
@@ -75,7 +77,9 @@ rule qc_table:
         plot=report("results/preprocessed/qc.png", caption="../report/qc.rst", category="Preprocessing"),
     params:
         qc=get_qc_files,
+        cfg=section("preprocess"),  # registration_ncc_min_sd
     log:
         "logs/qc_table.log",
     shell:
-        "mripipe qc-table --qc {params.qc} --out {output.tsv} --plot {output.plot} --log {log}"
+        "mripipe qc-table --qc {params.qc} --params {params.cfg:q} --out {output.tsv} "
+        "--plot {output.plot} --log {log}"

@@ -76,7 +76,7 @@ def cli_ready(ns: argparse.Namespace) -> None:
     from mripipe.preprocess.ready import ready
 
     ready(Path(ns.manifest), Path(ns.validation), Path(ns.preprocessed), Path(ns.out),
-          Path(ns.excluded))
+          Path(ns.excluded), ns.params)
 
 
 @executes("mripipe.preprocess.qc")
@@ -84,4 +84,4 @@ def cli_qc_table(ns: argparse.Namespace) -> None:
     """``mripipe qc-table``: qc.json files gathered into qc.tsv and a summary plot."""
     from mripipe.preprocess.qc import qc_table
 
-    qc_table(paths(ns.qc), Path(ns.out), Path(ns.plot))
+    qc_table(paths(ns.qc), Path(ns.out), Path(ns.plot), ns.params)

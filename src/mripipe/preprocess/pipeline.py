@@ -324,6 +324,7 @@ def _qc_summary(
 ) -> dict[str, Any]:
     """The qc.json entries known once the outputs are written (truth and timings come later)."""
     steps = ("reorient", "n4", "denoise", "coregister", "register", "skull_strip", "normalise")
+    method = ("template_init", "template_bounded_step")
     return {
         "scan": scan,
         "channels": names,
@@ -332,6 +333,7 @@ def _qc_summary(
         "grid_size": list(grid.GetSize()),
         "native": native_info,
         "steps": {k: p[k] for k in steps},
+        "registration": {k: p[k] for k in method} if p["register"] else {},
         "brain_voxels": int(brain.sum()),
         "label_voxels": int((lab_arr > 0).sum()),
         "label_ids": sorted(int(v) for v in np.unique(lab_arr) if v > 0),

@@ -3,9 +3,10 @@
 It runs through :func:`preprocess_recorded`: the scan's folder always ends with a ``status.json`` (``ok``, ``reason``); a scan that fails (bad input the code
 recognises, a registration that does not converge, or a crash, whose traceback stays in the
 rule's log) keeps only that file and the job still succeeds. After the template registration
-the normalised correlation with the template inside the brain mask is recorded in ``qc.json``;
-below ``preprocess.min_registration_ncc`` the scan is failed with that reason.
-:mod:`mripipe.preprocess.ready` reads the statuses back.
+the normalised correlation with the template inside the brain mask is recorded in ``qc.json``
+(``registration_ncc``); below ``preprocess.min_registration_ncc``, an absolute floor, the scan is
+failed with that reason. :mod:`mripipe.preprocess.ready` reads the statuses back and also judges
+each scan's NCC against the dataset's (a robust z-score), which no single job can see.
 """
 
 from __future__ import annotations

@@ -12,12 +12,16 @@ Definitions (also in docs/contract.md):
 - PSNR: ``10 log10(peak^2 / MSE)`` over the head mask, against the noise-free version of the
   N4-corrected image (``clean * bias_true / bias_est``), ``peak`` its maximum in the mask; for
   the noisy (corrected, not denoised) and the denoised image.
+- registration NCC relative to the dataset: the robust z-score ``(ncc - median) / sd`` of a
+  scan's ``registration_ncc`` among the dataset's, ``sd = 1.4826 MAD`` (the standard deviation
+  of normal values) floored at ``preprocess.registration_ncc_min_sd``. The ``ready`` step
+  excludes scans below ``-preprocess.registration_ncc_max_z``; the QC table records both figures.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.template import reference_grid, template_brainmask
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Spacing (mm) of the template grid on which registration errors are averaged.
 ERROR_GRID_MM = 2.0
+#: 1.4826 x the median absolute deviation estimates the standard deviation of normal values.
+MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True)
@@ -182,15 +189,72 @@ def truth_metrics(
     return out
 
 
-def qc_table(qc_files: Sequence[Path], out_tsv: Path, out_plot: Path) -> Any:
+@dataclass(frozen=True)
+class RobustZ:
+    """Where each value stands in its dataset, robustly.
+
+    Attributes:
+        median: median of the values.
+        sd: ``1.4826 x`` their median absolute deviation, at least the floor asked for.
+        z: per key, ``(value - median) / sd``.
+    """
+
+    median: float
+    sd: float
+    z: dict[str, float]
+
+
+def robust_z(values: Mapping[str, float], min_sd: float) -> RobustZ:
+    """Robust z-scores (median and scaled MAD) of ``values``, insensitive to a few outliers.
+
+    Args:
+        values: key (scan) -> value; at least one.
+        min_sd: floor of the spread, so identical or nearly identical values do not turn a
+            negligible difference into a large z.
+
+    Raises:
+        ValueError: no values, or a floor that is not positive while every value is equal.
+    """
+    if not values:
+        raise ValueError("robust_z: no values")
+    arr = np.array(list(values.values()), dtype=np.float64)
+    median = float(np.median(arr))
+    sd = max(MAD_TO_SD * float(np.median(np.abs(arr - median))), float(min_sd))
+    if sd <= 0:
+        raise ValueError("robust_z: the values do not spread and min_sd is 0")
+    return RobustZ(median, sd, {k: (float(v) - median) / sd for k, v in values.items()})
+
+
+def _ncc_columns(table: Any, min_sd: float) -> Any:
+    """``registration_ncc_median`` and ``registration_ncc_z`` over the table's scans (in place)."""
+    import pandas as pd
+
+    if "registration_ncc" not in table or "scan" not in table:
+        return table
+    values = pd.to_numeric(table["registration_ncc"], errors="coerce")
+    known = values.notna()
+    if not known.any():
+        return table
+    rz = robust_z(dict(zip(table["scan"][known], values[known], strict=True)), min_sd)
+    table["registration_ncc_median"] = round(rz.median, 4)
+    table["registration_ncc_z"] = [round(rz.z[s], 2) if s in rz.z else None for s in table["scan"]]
+    return table
+
+
+def qc_table(
+    qc_files: Sequence[Path], out_tsv: Path, out_plot: Path, params: dict[str, Any] | None = None
+) -> Any:
     """Gather per-scan qc.json files into one table and a summary plot.
 
-    Nested keys are flattened with dots (``timings_s.n4``, ``bias_corr.T1w``).
+    Nested keys are flattened with dots (``timings_s.n4``, ``bias_corr.T1w``). With registered
+    scans, ``registration_ncc_median`` and ``registration_ncc_z`` place each scan's correlation
+    with the template among the table's (:func:`robust_z`).
 
     Args:
         qc_files: the qc.json files.
         out_tsv: table to write (one row per scan).
         out_plot: PNG with the step timings and, where truth exists, the quality metrics.
+        params: the ``preprocess`` section (``registration_ncc_min_sd``: floor of the NCC spread).
 
     Returns:
         The table as a pandas DataFrame.
@@ -205,6 +269,8 @@ def qc_table(qc_files: Sequence[Path], out_tsv: Path, out_plot: Path) -> Any:
     table = pd.json_normalize(rows, sep=".")
     if "scan" in table:
         table = table.sort_values("scan").reset_index(drop=True)
+    min_sd = float(param("preprocess", params or {}, "registration_ncc_min_sd"))
+    table = _ncc_columns(table, min_sd)
     with atomic_path(out_tsv) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     groups = [
@@ -213,8 +279,13 @@ def qc_table(qc_files: Sequence[Path], out_tsv: Path, out_plot: Path) -> Any:
         ("truth.coreg_error_mm.", "co-reg. error (mm)"),
         ("truth.bias_corr.", "N4 bias correlation"),
         ("truth.psnr_gain_db.", "denoise PSNR gain (dB)"),
+        ("registration_ncc", "NCC with the template"),
     ]
-    panels = [(t, [c for c in table.columns if c.startswith(p)]) for p, t in groups]
+    # a key ending with a dot names a family of columns, any other key one column
+    panels = [
+        (t, [c for c in table.columns if (c.startswith(p) if p.endswith(".") else c == p)])
+        for p, t in groups
+    ]
     panels = [(t, cols) for t, cols in panels if cols]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.4), squeeze=False)
     for ax, (title, cols) in zip(axes[0], panels, strict=True):

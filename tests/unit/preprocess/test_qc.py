@@ -82,3 +82,28 @@ def test_qc_table_flattens_and_plots(tmp_path: Path) -> None:
     assert back["truth.template_error_mm"].tolist() == [1.0, 0.5]
     assert len(table) == 2
     assert (tmp_path / "qc.png").stat().st_size > 1000
+
+
+def test_robust_z_hand_computed() -> None:
+    # values 0.80, 0.81, 0.82, 0.83, 0.30: median 0.81, |dev| 0.01, 0, 0.01, 0.02, 0.51 -> MAD 0.01
+    values = {"a": 0.80, "b": 0.81, "c": 0.82, "d": 0.83, "e": 0.30}
+    rz = qc.robust_z(values, min_sd=0.001)
+    assert math.isclose(rz.median, 0.81)
+    assert math.isclose(rz.sd, 1.4826 * 0.01, rel_tol=1e-9)
+    assert math.isclose(rz.z["e"], -0.51 / (1.4826 * 0.01), rel_tol=1e-9)
+    assert math.isclose(rz.z["b"], 0.0, abs_tol=1e-12)
+    # the floor bounds z when the values barely spread
+    flat = qc.robust_z({"a": 0.8, "b": 0.8, "c": 0.8, "d": 0.79}, min_sd=0.01)
+    assert flat.sd == 0.01 and math.isclose(flat.z["d"], -1.0, rel_tol=1e-9)
+
+
+def test_qc_table_places_each_ncc_in_the_dataset(tmp_path: Path) -> None:
+    files = []
+    for i, ncc in enumerate([0.80, 0.81, 0.82, 0.70]):
+        path = tmp_path / f"s{i}" / "qc.json"
+        write_json(path, {"scan": f"s{i}", "registration_ncc": ncc})
+        files.append(path)
+    table = qc.qc_table(files, tmp_path / "qc.tsv", tmp_path / "qc.png", {"registration_ncc_min_sd": 0.01})
+    # median 0.805, MAD 0.01 (deviations 0.005, 0.005, 0.015, 0.105) -> sd 0.014826
+    assert table["registration_ncc_median"].tolist() == [0.805] * 4
+    assert table["registration_ncc_z"].tolist() == [-0.34, 0.34, 1.01, -7.08]
