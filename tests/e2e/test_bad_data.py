@@ -39,6 +39,10 @@ EXPECTED = {
     "sub-009_ses-02": {"pixel_type", "dimension"},
 }
 LOST_IN_PREPROCESSING = "sub-008_ses-01"
+#: the orientations (nibabel ``ornt``: new axis <- old axis, flipped) the labels of the good scans
+#: are rewritten in, in turn: the same voxels in space with permuted or flipped axes (as dcm2niix
+#: writes them), which validation, preprocessing and native-space evaluation must all accept
+ORIENTATIONS = [[[1, 1], [0, 1], [2, -1]], [[2, 1], [0, -1], [1, 1]], [[0, -1], [1, 1], [2, 1]]]
 
 
 def _anat(root: Path, scan: str) -> Path:
@@ -49,6 +53,20 @@ def _anat(root: Path, scan: str) -> Path:
 def _resave(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> None:
     img = nib.load(str(path))
     nib.save(nib.Nifti1Image(data, img.affine if affine is None else affine), str(path))
+
+
+def permute_labels(root: Path) -> list[str]:
+    """Rewrite the label of every scan left intact with its axes permuted or flipped; the scans."""
+    broken = set(EXPECTED) | {LOST_IN_PREPROCESSING}
+    done = []
+    for k, mask in enumerate(sorted((root / "derivatives" / "lesions").rglob("*_mask.nii.gz"))):
+        scan = "_".join(mask.name.split("_")[:2])
+        if scan in broken:
+            continue
+        img = nib.load(str(mask))
+        nib.save(img.as_reoriented(np.array(ORIENTATIONS[k % len(ORIENTATIONS)])), str(mask))
+        done.append(scan)
+    return done
 
 
 def break_scans(root: Path) -> None:
@@ -102,7 +120,8 @@ def tree_hash(root: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def bad_run(tmp_path_factory: pytest.TempPathFactory, workflow_copy: Callable[[Path], Path]) -> tuple[Path, str]:
+def bad_run(tmp_path_factory: pytest.TempPathFactory, workflow_copy: Callable[[Path], Path]
+            ) -> tuple[Path, str, list[str]]:
     workdir = workflow_copy(tmp_path_factory.mktemp("bad"))
     (workdir / "config" / "bad.yaml").write_text("data:\n  source: bids\n  root: data/bad\n")
     cfg = json.dumps({"n_subjects": 9, "two_session_fraction": 0.34, "t1w_spacing": [3, 3, 3], "flair_spacing": [3, 3, 4.5]})
@@ -110,16 +129,17 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, workflow_copy: Callable[[P
                     "--workers", "2", "--params", cfg], cwd=workdir, check=True, capture_output=True)
     shutil.copytree(workdir / "data" / "phantom", workdir / "data" / "bad")
     break_scans(workdir / "data" / "bad")
+    permuted = permute_labels(workdir / "data" / "bad")
     before = tree_hash(workdir / "data" / "bad")
     proc = _snakemake(workdir)
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
         pytest.fail(f"snakemake failed\n{proc.stderr[-5000:]}\n{logs}")
-    return workdir, before
+    return workdir, before, permuted
 
 
-def test_every_bad_scan_is_listed_with_its_checks(bad_run: tuple[Path, str]) -> None:
-    workdir, _ = bad_run
+def test_every_bad_scan_is_listed_with_its_checks(bad_run: tuple[Path, str, list[str]]) -> None:
+    workdir, _, _ = bad_run
     found = pd.read_csv(workdir / "results" / "validation.tsv", sep="\t")
     errors = found[found["severity"] == "error"]
     assert {s: set(g["check"]) for s, g in errors.groupby("scan")} == EXPECTED
@@ -128,8 +148,8 @@ def test_every_bad_scan_is_listed_with_its_checks(bad_run: tuple[Path, str]) -> 
     assert all(f in log for f in errors["file"])  # every problem logged in one go, naming the file
 
 
-def test_finishes_on_the_good_scans(bad_run: tuple[Path, str]) -> None:
-    workdir, _ = bad_run
+def test_finishes_on_the_good_scans(bad_run: tuple[Path, str, list[str]]) -> None:
+    workdir, _, _ = bad_run
     res = workdir / "results"
     ready = set(pd.read_csv(res / "manifest.ready.tsv", sep="\t")["scan"])
     everything = set(pd.read_csv(res / "manifest.tsv", sep="\t")["scan"])
@@ -144,6 +164,25 @@ def test_finishes_on_the_good_scans(bad_run: tuple[Path, str]) -> None:
         assert (res / exp / "eval" / "metrics.json").is_file()
 
 
-def test_data_folder_is_untouched(bad_run: tuple[Path, str]) -> None:
-    workdir, before = bad_run
+def test_data_folder_is_untouched(bad_run: tuple[Path, str, list[str]]) -> None:
+    workdir, before, _ = bad_run
     assert tree_hash(workdir / "data" / "bad") == before
+
+
+def test_labels_with_permuted_axes_are_accepted_everywhere(bad_run: tuple[Path, str, list[str]]) -> None:
+    """The good scans' labels, rewritten with permuted or flipped axes, pass validation, are
+    preprocessed with their lesions, and native-space evaluation scores the test scans among them
+    (it read them on the prediction's grid instead of stopping the run)."""
+    workdir, _, permuted = bad_run
+    res = workdir / "results"
+    assert len(permuted) >= 6
+    found = pd.read_csv(res / "validation.tsv", sep="\t")
+    assert not set(found.loc[found["check"] == "grid", "scan"]) & set(permuted)
+    ready = set(pd.read_csv(res / "manifest.ready.tsv", sep="\t")["scan"])
+    assert set(permuted) <= ready
+    voxels = {s: json.loads((res / "preprocessed" / s / "qc.json").read_text())["label_voxels"] for s in permuted}
+    assert sum(v > 0 for v in voxels.values()) >= len(permuted) // 2, voxels
+    per_case = pd.read_csv(res / "lesion_seg" / "eval" / "per_case.tsv", sep="\t")
+    scored = per_case[per_case["scan"].isin(permuted)]
+    assert len(scored) >= 1 and scored["dice"].notna().all()
+    assert (scored["n_lesions"] > 0).any()

@@ -49,6 +49,12 @@ def section(name):
     return json.dumps(config.get(name, {}), sort_keys=True)
 
 
+# How a label map must lie on its image's grid: validation's rule, which preprocessing and
+# native-space evaluation apply again when they read the label (`--label-grid`).
+LABEL_GRID = json.dumps({k: config["data"][k] for k in ("grid_tolerance_mm", "resample_labels")},
+                        sort_keys=True)
+
+
 _TABLES = {}
 
 

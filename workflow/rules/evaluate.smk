@@ -33,6 +33,7 @@ rule evaluate:
         cfg=section("evaluate"),
         preprocessed=PREPROCESSED,
         seed=SEED,
+        label_grid=LABEL_GRID,
     log:
         "logs/{experiment}/evaluate.log",
     benchmark:
@@ -41,7 +42,7 @@ rule evaluate:
         "mripipe evaluate --experiment {wildcards.experiment} --predictions {input.predictions} "
         "--selected {input.selected} --splits {input.splits} --manifest {input.manifest} "
         "--preprocessed {params.preprocessed} --seed {params.seed} --params {params.cfg:q} "
-        "--out-dir {output} --log {log}"
+        "--label-grid {params.label_grid:q} --out-dir {output} --log {log}"
 
 
 rule summarise:

@@ -35,6 +35,7 @@ rule preprocess:
         scan=get_scan_args,
         spacing=get_spacing_args,
         seed=SEED,
+        label_grid=LABEL_GRID,
     log:
         "logs/preprocess/{scan}.log",
     benchmark:
@@ -44,8 +45,8 @@ rule preprocess:
         mem_mb=1500,
     shell:
         "mripipe preprocess --scan {wildcards.scan} {params.scan} {params.spacing} "
-        "--params {params.cfg:q} --threads {threads} --seed {params.seed} "
-        "--out-dir {output} --log {log}"
+        "--params {params.cfg:q} --label-grid {params.label_grid:q} --threads {threads} "
+        "--seed {params.seed} --out-dir {output} --log {log}"
 
 
 checkpoint ready:

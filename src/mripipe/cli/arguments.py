@@ -30,6 +30,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=json_object, default={}, help="the stage's config section as JSON")
 
 
+def add_label_grid(p: argparse.ArgumentParser) -> None:
+    """``--label-grid``: how a label map must lie on its image's grid, as validation checked it."""
+    p.add_argument("--label-grid", type=json_object, default={},
+                   help="data.grid_tolerance_mm and data.resample_labels as JSON (default: the schema's)")
+
+
 def executes(module: str) -> Callable[[A], A]:
     """Mark an adapter with the stage module whose typed function it calls: what
     :func:`mripipe.cli.command_module` returns, whose import closure is the rule's code."""

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mripipe.cli.arguments import add_common, executes, optional_path, paths
+from mripipe.cli.arguments import add_common, add_label_grid, executes, optional_path, paths
 
 
 def add_commands(sub: Any) -> None:
@@ -29,6 +29,7 @@ def _evaluate_commands(sub: Any) -> None:
     p.add_argument("--preprocessed", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out-dir", required=True)
+    add_label_grid(p)
     p.set_defaults(func=cli_evaluate)
 
     p = sub.add_parser(
@@ -98,7 +99,7 @@ def cli_evaluate(ns: argparse.Namespace) -> None:
 
     evaluate_experiment(ns.experiment, Path(ns.predictions), Path(ns.selected), Path(ns.splits),
                         Path(ns.manifest), Path(ns.preprocessed), ns.params, ns.seed,
-                        Path(ns.out_dir))
+                        Path(ns.out_dir), ns.label_grid)
 
 
 @executes("mripipe.evaluate.evaluate_detection")

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mripipe.cli.arguments import add_common, executes, optional_path, paths
+from mripipe.cli.arguments import add_common, add_label_grid, executes, optional_path, paths
 
 
 def add_commands(sub: Any) -> None:
@@ -24,6 +24,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--channel", nargs="+", required=True, metavar="NAME=PATH",
                    help="the scan's raw channels in order; the first is the reference")
     p.add_argument("--label", default=None, help="label map on the reference grid")
+    add_label_grid(p)
     p.add_argument("--truth", default=None, help="the phantom's truth.json (QC against truth)")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--spacing", nargs=3, type=float, help="target spacing in mm")
@@ -67,6 +68,7 @@ def cli_preprocess(ns: argparse.Namespace) -> None:
         ns.scan, list(ns.channel), Path(ns.out_dir), ns.params, spacing=ns.spacing,
         fingerprint=optional_path(ns.fingerprint), label=optional_path(ns.label),
         truth=optional_path(ns.truth), threads=ns.threads, seed=ns.seed,
+        label_grid=ns.label_grid,
     )
 
 

@@ -9,7 +9,9 @@ Modules:
 - ``devices``: GPU-slot allocation for concurrent trials and deterministic torch settings.
 - ``errors``: ``InputError``, the one exception for bad input.
 - ``froc``: lesion-level aggregation over scans: FROC, sensitivity at k FP, AP, AUROC.
-- ``imageio``: image I/O with SimpleITK, channels and label maps, the preprocessed-scan reader.
+- ``grid``: the one rule for "the same grid" of a label and its image, up to axis order and flips.
+- ``imageio``: image I/O with SimpleITK, channels, label maps read onto their image's grid, the
+  preprocessed-scan reader.
 - ``labels``: the segmentation label map (class name -> value) and its resolution.
 - ``matching``: lesion candidates and one-to-one matching, shared by evaluation and validation.
 - ``package_format``: the model package's file format, shared by its writer and readers.

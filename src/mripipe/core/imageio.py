@@ -1,6 +1,7 @@
 """Image I/O with SimpleITK: reading with clear errors, atomic writing, numpy conversion, a
-scan's channels (3-D files or one 4-D file, MSD style) and label map, and the one reader of a
-preprocessed scan folder (image, label, brain mask)."""
+scan's channels (3-D files or one 4-D file, MSD style), the one reader of a raw label map (onto
+its image's voxel grid: :func:`read_label`) and the one reader of a preprocessed scan folder
+(image, label, brain mask)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mripipe.core.errors import InputError
+from mripipe.core.grid import AxisOrder, Grid, LabelGrid, match_grid
 from mripipe.core.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -120,8 +122,8 @@ def load_channels(channels: dict[str, Path]) -> dict[str, sitk.Image]:
     return {n: loaded[n] for n in dict.fromkeys(order)}
 
 
-def read_label(path: Path) -> sitk.Image:
-    """Read a label map, checking it holds non-negative integers (returned as uint16)."""
+def _label_image(path: Path) -> sitk.Image:
+    """A label map as read, checked to hold non-negative integers (as uint16)."""
     img = read_image(path)
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(f"{path}: a label map must be a 3-D scalar image")
@@ -129,6 +131,67 @@ def read_label(path: Path) -> sitk.Image:
     if arr.size and (arr.min() < 0 or arr.max() > 65535 or not np.all(np.mod(arr, 1) == 0)):
         raise ImageError(f"{path}: label values must be integers in [0, 65535]")
     return sitk.Cast(img, sitk.sitkUInt16)
+
+
+def reorder_axes(img: sitk.Image, order: AxisOrder) -> sitk.Image:
+    """``img`` with its voxel axes permuted and flipped by ``order``, losslessly: the voxels are
+    moved, not interpolated, and the direction and origin follow them, so every voxel keeps its
+    physical point."""
+    if order.identity:
+        return img
+    size = np.array(img.GetSize())
+    spacing = np.array(img.GetSpacing())
+    direction = np.array(img.GetDirection()).reshape(3, 3)
+    start = np.zeros(3)  # the label index that becomes index (0, 0, 0)
+    for s, f in zip(order.source, order.flip, strict=True):
+        start[s] = size[s] - 1 if f else 0
+    src = list(order.source)
+    out = from_array(np.ascontiguousarray(order.apply(to_array(img))))
+    out.SetSpacing(tuple(float(v) for v in spacing[src]))
+    out.SetDirection(tuple(float(v) for v in (direction[:, src] * np.where(order.flip, -1.0, 1.0)).ravel()))
+    out.SetOrigin(tuple(float(v) for v in np.array(img.GetOrigin()) + direction @ (spacing * start)))
+    return out
+
+
+def read_label(path: Path, reference: sitk.Image, label_grid: LabelGrid | None = None,
+               reference_name: str = "its image") -> sitk.Image:
+    """Read a label map onto its reference image's voxel grid: the one reader of raw labels.
+
+    A label on the reference's grid in its voxel order comes back as read (uint16); one on the
+    same grid with permuted or flipped axes (:func:`mripipe.core.grid.match_grid`) is reordered
+    losslessly (:func:`reorder_axes`). A label on another grid is an :class:`ImageError`, or,
+    with ``label_grid.resample`` (``data.resample_labels``), resampled onto the reference grid
+    (nearest neighbour) with a warning.
+
+    Args:
+        path: the label file.
+        reference: the image (or prediction) whose grid the label belongs to; 3-D or 4-D.
+        label_grid: the tolerance and resampling policy (default: the schema's ``data`` defaults).
+        reference_name: how messages name the reference (its file).
+
+    Raises:
+        ImageError: unreadable, not 3-D integer labels, or not on the reference grid (naming the
+            label file, the reference and what differs).
+    """
+    policy = label_grid or LabelGrid.from_params()
+    img = _label_image(path)
+    ref = Grid.of(reference)
+    match = match_grid(Grid.of(img), ref, policy.tolerance_mm)
+    if match.order is not None:
+        if not match.order.identity:
+            log.info("%s: axes %s (flipped %s) of %s's order; reordered losslessly", path,
+                     match.order.source, match.order.flip, reference_name)
+        return reorder_axes(img, match.order)
+    if not policy.resample:
+        raise ImageError(f"{path}: not on the grid of {reference_name} ({match.detail}); "
+                         "never resampled silently (data.resample_labels)")
+    log.warning("%s: not on the grid of %s (%s); resampled (nearest neighbour, data.resample_labels)",
+                path, reference_name, match.detail)
+    target = sitk.Image([int(s) for s in ref.shape], sitk.sitkUInt16)
+    target.SetSpacing(tuple(float(s) for s in ref.spacing))
+    target.SetDirection(tuple(float(v) for v in (ref.affine[:3, :3] / ref.spacing).ravel()))
+    target.SetOrigin(tuple(float(v) for v in ref.affine[:3, 3]))
+    return sitk.Resample(img, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
 
 
 #: the label field: an array, or None when the label was not read

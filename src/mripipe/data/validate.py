@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mripipe.core.config import with_defaults
 from mripipe.core.errors import InputError
+from mripipe.core.grid import Grid, match_grid
 from mripipe.core.utils import atomic_path, read_json
 from mripipe.data.index import Problem
 from mripipe.data.inspect import FileInfo, inspect_file
@@ -70,30 +71,22 @@ def _spacing_problems(table: pd.DataFrame, channels: list[str], infos: dict[str,
     return out
 
 
-def _corners(info: FileInfo) -> np.ndarray:
-    idx = np.array([[i, j, k, 1.0] for i in (-0.5, info.shape[0] - 0.5) for j in (-0.5, info.shape[1] - 0.5)
-                    for k in (-0.5, info.shape[2] - 0.5)])
-    return (info.affine @ idx.T).T[:, :3]
-
-
 def _label_problems(scan: str, label: FileInfo, image: FileInfo | None, labels: dict[int, str] | None,
                     p: dict[str, Any]) -> list[Problem]:
     """The label on its image's grid; its values integers among the declared labels."""
     out = []
     f = str(label.path)
     if image is not None and image.ok:
-        # the same voxels in space, whatever the axis order (dcm2niix may flip an axis)
-        same_size = sorted(label.shape) == sorted(image.shape)
-        a, b = _corners(label), _corners(image)
-        gap = float(np.linalg.norm(a[:, None] - b[None], axis=2).min(axis=1).max()) if same_size else np.inf
-        steps = [min(np.abs(np.abs(label.affine[:3, i] @ image.affine[:3, :3]) - image.spacing**2)) for i in range(3)]
-        gap = max(gap, float(max(steps)))  # the same voxel steps, up to order and sign
-        if gap > float(p["grid_tolerance_mm"]):
-            what = f"shape {label.shape} vs {image.shape}" if not same_size else f"corners up to {gap:.3g} mm apart"
+        # the rule every later reader applies (core.imageio.read_label): the same voxels in space,
+        # whatever the order and direction of the axes (dcm2niix may permute or flip them)
+        match = match_grid(Grid(label.affine, label.shape), Grid(image.affine, image.shape),
+                           float(p["grid_tolerance_mm"]))
+        if match.order is None:
+            what = f"not on the grid of {image.path.name} ({match.detail})"
             if p["resample_labels"]:
-                out.append(Problem(scan, f, "grid", f"not on the grid of {image.path.name} ({what}); resampled (data.resample_labels)", "warning"))
+                out.append(Problem(scan, f, "grid", f"{what}; resampled (data.resample_labels)", "warning"))
             else:
-                out.append(Problem(scan, f, "grid", f"not on the grid of {image.path.name} ({what}); never resampled silently (data.resample_labels)"))
+                out.append(Problem(scan, f, "grid", f"{what}; never resampled silently (data.resample_labels)"))
     values = label.values if label.values is not None else np.array([])
     if values.size and (np.any(np.mod(values, 1) != 0) or values.min() < 0):
         bad = [float(v) for v in values if v < 0 or v % 1][:5]

@@ -36,6 +36,7 @@ import SimpleITK as sitk
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.froc import FP_RATES, ScanDetections, detection_metrics
+from mripipe.core.grid import LabelGrid
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.labels import class_index
 from mripipe.core.matching import detect_scan, find_candidates
@@ -65,7 +66,8 @@ def _grid(img: sitk.Image) -> sitk.Image:
     return img
 
 
-def read_scan(prob_path: Path, seg_path: Path | None, label_path: Path | None, spec: LabelSpec
+def read_scan(prob_path: Path, seg_path: Path | None, label_path: Path | None, spec: LabelSpec,
+              label_grid: LabelGrid | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
     """``(prob (C, X, Y, Z), seg (X, Y, Z), truth (X, Y, Z), spacing)``, seg and truth as channel
     indices 0..K (a truth value outside the label map is an InputError naming the file).
@@ -82,13 +84,13 @@ def read_scan(prob_path: Path, seg_path: Path | None, label_path: Path | None, s
             raise InputError(f"{seg_path}: values outside 0..{spec.n_classes} (the label map's classes)")
     else:
         seg = np.argmax(prob, axis=0)
-    truth, spacing = truth_on_grid(label_path, _grid(prob_img), prob_path)
+    truth, spacing = truth_on_grid(label_path, _grid(prob_img), prob_path, label_grid)
     truth = class_index(truth, spec.classes, str(label_path))  # values -> channels 0..K, checked
     return prob, seg.astype(np.int64, copy=False), truth, spacing
 
 
 def score_scan_classes(scan: str, prob_path: Path, seg_path: Path | None, label_path: Path | None,
-                       spec: LabelSpec, params: Mapping[str, Any]
+                       spec: LabelSpec, params: Mapping[str, Any], label_grid: LabelGrid | None = None
                        ) -> tuple[dict[str, Any], ScanDetections, dict[str, ScanDetections]]:
     """One scan's ``per_case.tsv`` row, its all-foreground detections and those per detection name.
 
@@ -99,8 +101,9 @@ def score_scan_classes(scan: str, prob_path: Path, seg_path: Path | None, label_
         label_path: truth label values on the same grid, or None for a scan without foreground.
         spec: :func:`label_spec`.
         params: the ``evaluate`` section (threshold, candidate_threshold, min_overlap, ...).
+        label_grid: how the truth must lie on the prediction's grid (default the schema's).
     """
-    prob, seg, truth, spacing = read_scan(prob_path, seg_path, label_path, spec)
+    prob, seg, truth, spacing = read_scan(prob_path, seg_path, label_path, spec, label_grid)
     thr = float(param("evaluate", params, "threshold"))
     cand = param("evaluate", params, "candidate_threshold")
     det_kw = {"threshold": min(thr, float(thr if cand is None else cand)),

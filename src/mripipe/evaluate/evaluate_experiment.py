@@ -29,6 +29,7 @@ from mripipe.core.froc import (
     froc_table,
     sensitivity_at,
 )
+from mripipe.core.grid import LabelGrid
 from mripipe.core.split_guard import load_splits
 from mripipe.core.subjects import subject_predictions
 from mripipe.core.utils import atomic_path, json_safe, read_json, write_json
@@ -118,18 +119,19 @@ def prediction_paths(predictions: Path, preprocessed: Path, cases: pd.DataFrame,
 
 
 def score_scans(predictions: Path, preprocessed: Path, cases: pd.DataFrame, space: str,
-                spec: LabelSpec | None, params: Mapping[str, Any]
+                spec: LabelSpec | None, params: Mapping[str, Any], label_grid: LabelGrid | None = None
                 ) -> tuple[list[dict[str, Any]], list[ScanDetections], dict[str, list[ScanDetections]]]:
     """Every test scan's ``per_case.tsv`` row and detections (all foreground as one lesion class),
-    and with ``spec`` (K >= 2) the detections per ``evaluate.detection_classes`` name."""
+    and with ``spec`` (K >= 2) the detections per ``evaluate.detection_classes`` name; each truth
+    read onto its prediction's grid as ``label_grid`` allows (:func:`~mripipe.core.imageio.read_label`)."""
     rows, dets = [], []
     class_dets: dict[str, list[ScanDetections]] = {n: [] for n in (spec.detection if spec else {})}
     for scan, (prob, label) in zip(cases["scan"], prediction_paths(predictions, preprocessed, cases, space), strict=True):
         if spec is None:
-            row, det = score_scan(scan, prob, label, params)
+            row, det = score_scan(scan, prob, label, params, label_grid)
         else:
             seg = Path(predictions) / f"{scan}_seg.nii.gz" if space == "native" else None
-            row, det, by_name = score_scan_classes(scan, prob, seg, label, spec, params)
+            row, det, by_name = score_scan_classes(scan, prob, seg, label, spec, params, label_grid)
             for name, found in by_name.items():
                 class_dets[name].append(found)
         rows.append(row)
@@ -152,8 +154,8 @@ def multiclass_spec(predictions: Path, params: Mapping[str, Any]) -> LabelSpec |
 
 
 def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataFrame,
-                          out_dir: Path, params: Mapping[str, Any], seed: int,
-                          experiment: str = "segmentation") -> dict[str, Any]:
+                          out_dir: Path, params: Mapping[str, Any], seed: int, experiment: str = "segmentation",
+                          label_grid: LabelGrid | None = None) -> dict[str, Any]:
     """Evaluate lesion probability maps in native space (default) or template space.
 
     Args:
@@ -165,6 +167,7 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
         params: the ``evaluate`` config section (``space``: native | template).
         seed: master seed (bootstrap stream).
         experiment: experiment name (seed derivation, logging).
+        label_grid: how a native truth must lie on its prediction's grid (default the schema's).
 
     Returns:
         The ``metrics.json`` content.
@@ -176,7 +179,7 @@ def evaluate_segmentation(predictions: Path, preprocessed: Path, cases: pd.DataF
     cases = cases.reset_index(drop=True)
     space = str(param("evaluate", params, "space"))
     spec = multiclass_spec(predictions, params)
-    rows, dets, class_dets = score_scans(predictions, preprocessed, cases, space, spec, params)
+    rows, dets, class_dets = score_scans(predictions, preprocessed, cases, space, spec, params, label_grid)
     per_case = pd.DataFrame(rows)
     per_case.insert(1, "subject", cases["subject"].to_numpy())
     classes, cuts = list(param("evaluate", params, "burden_classes")), list(param("evaluate", params, "burden_cuts"))
@@ -342,14 +345,15 @@ def _write_tsv(table: pd.DataFrame, path: Path, index: bool = False) -> None:
 
 def evaluate_experiment(experiment: str, predictions: Path, selected: Path, splits: Path,
                         manifest: Path, preprocessed: Path, params: dict[str, Any], seed: int,
-                        out_dir: Path) -> dict[str, Any]:
+                        out_dir: Path, label_grid: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``mripipe evaluate``: :func:`evaluate_segmentation` or :func:`evaluate_classification` (a
     ``predictions.tsv`` in ``predictions``) of the test scans of ``splits``, logged to MLflow
     (:func:`mripipe.track.eval_run.log_evaluation`).
 
     The selected model's threshold, minimum lesion volume and candidate threshold (chosen on
     validation, in ``selected``) override ``params`` (the ``evaluate`` section), except a number in
-    ``evaluate.candidate_threshold``. Returns the metrics.
+    ``evaluate.candidate_threshold``. ``label_grid``: ``data.grid_tolerance_mm`` and
+    ``data.resample_labels``, the rule validation applied to the labels. Returns the metrics.
     """
     from mripipe.track.eval_run import log_evaluation
 
@@ -366,6 +370,6 @@ def evaluate_experiment(experiment: str, predictions: Path, selected: Path, spli
         metrics = evaluate_classification(predictions, out_dir, params, seed, experiment)
     else:
         metrics = evaluate_segmentation(predictions, preprocessed, cases, out_dir, params, seed,
-                                        experiment)
+                                        experiment, LabelGrid.from_params(label_grid))
     log_evaluation(experiment, read_json(selected), selected, out_dir, metrics, params)
     return metrics

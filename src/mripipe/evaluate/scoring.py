@@ -22,9 +22,9 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from mripipe.core.components import remove_small
 from mripipe.core.config import param
-from mripipe.core.errors import InputError
 from mripipe.core.froc import ScanDetections
-from mripipe.core.imageio import read_image, to_array
+from mripipe.core.grid import LabelGrid
+from mripipe.core.imageio import read_image, read_label, to_array
 from mripipe.core.matching import detect_scan, find_candidates
 
 HD95_CONVENTION = ("HD95 (mm, MONAI, 95th percentile) when prediction and truth both hold voxels; "
@@ -66,23 +66,23 @@ def overlap_scores(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
     return dice, float(hd[0, 0]), ""
 
 
-def truth_on_grid(label_path: Path | None, prob_img: sitk.Image, prob_path: Path
-                  ) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The truth array on the prediction's (3-D) grid (zeros without a label file) and its spacing."""
+def truth_on_grid(label_path: Path | None, prob_img: sitk.Image, prob_path: Path,
+                  label_grid: LabelGrid | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The truth array on the prediction's grid (zeros without a label file) and its spacing.
+
+    The label is read by :func:`~mripipe.core.imageio.read_label`, the reader preprocessing uses:
+    on the same grid with permuted or flipped axes it is reordered losslessly; on another grid it
+    is an InputError naming it (or resampled, with ``label_grid.resample``).
+    """
     if label_path is None or str(label_path) == "":
-        return np.zeros(prob_img.GetSize(), np.uint16), tuple(float(s) for s in prob_img.GetSpacing())
-    label_img = read_image(label_path)
-    label = to_array(label_img)
-    if label.shape != tuple(prob_img.GetSize()):
-        raise InputError(f"{prob_path}: shape {tuple(prob_img.GetSize())} differs from {label_path} {label.shape}")
-    if not np.allclose(label_img.GetSpacing(), prob_img.GetSpacing(), atol=1e-4) or not np.allclose(
-            label_img.GetOrigin(), prob_img.GetOrigin(), atol=1e-3):
-        raise InputError(f"{prob_path}: grid (spacing, origin) differs from {label_path}")
-    return label, tuple(float(s) for s in label_img.GetSpacing())
+        size = tuple(int(s) for s in prob_img.GetSize()[:3])
+        return np.zeros(size, np.uint16), tuple(float(s) for s in prob_img.GetSpacing()[:3])
+    label_img = read_label(Path(label_path), prob_img, label_grid, str(prob_path))
+    return to_array(label_img), tuple(float(s) for s in label_img.GetSpacing())
 
 
-def score_scan(scan: str, prob_path: Path, label_path: Path | None, params: Mapping[str, Any]
-               ) -> tuple[dict[str, Any], ScanDetections]:
+def score_scan(scan: str, prob_path: Path, label_path: Path | None, params: Mapping[str, Any],
+               label_grid: LabelGrid | None = None) -> tuple[dict[str, Any], ScanDetections]:
     """Per-scan segmentation and detection results of one predicted probability map.
 
     Args:
@@ -90,13 +90,14 @@ def score_scan(scan: str, prob_path: Path, label_path: Path | None, params: Mapp
         prob_path: lesion probability map (X, Y, Z).
         label_path: instance label map on the same grid, or None for a scan without lesions.
         params: the ``evaluate`` section.
+        label_grid: how the label must lie on the prediction's grid (default the schema's).
 
     Returns:
         ``(row, detections)``: the ``per_case.tsv`` row and the matching outcome.
     """
     prob_img = read_image(prob_path)
     prob = to_array(prob_img)
-    label, spacing = truth_on_grid(label_path, prob_img, prob_path)
+    label, spacing = truth_on_grid(label_path, prob_img, prob_path, label_grid)
     thr = float(param("evaluate", params, "threshold"))
     # Candidates come from a lower threshold than the mask, so the FROC curve sweeps operating
     # points beyond the mask's; each is scored by its maximum probability (DESIGN.md).

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from mripipe.core.config import with_defaults
 from mripipe.core.errors import InputError
+from mripipe.core.grid import LabelGrid
 from mripipe.core.imageio import from_array, load_channels, read_label, to_array, write_image
 from mripipe.core.template import reference_grid, template_brainmask
 from mripipe.core.utils import atomic_path, derive_seed, write_json
@@ -61,18 +62,22 @@ def preprocess_scan(
     target_spacing: tuple[float, float, float] | list[float],
     truth: Path | None = None,
     seed: int = 0,
+    label_grid: LabelGrid | None = None,
 ) -> dict[str, Any]:
     """Preprocess one scan into template space and write its outputs (docs/contract.md).
 
     Args:
         channels: channel name -> native image path; the first is the reference channel.
-        label: label map on the reference channel's grid, or None.
+        label: label map on the reference channel's grid (its axes possibly permuted or flipped:
+            read by :func:`~mripipe.core.imageio.read_label`), or None.
         out_dir: ``results/preprocessed/{scan}``; receives image.nii.gz (C channels),
             label.nii.gz, brainmask.nii.gz, transform.tfm, qc.json, qc.png.
         params: the ``preprocess:`` config section (missing keys take the schema's defaults).
         target_spacing: output spacing in mm (x, y, z).
         truth: the phantom's truth.json for this scan, or None.
         seed: master seed; the registration sampling seed is derived from (seed, scan).
+        label_grid: how the label must lie on the reference grid (``data.grid_tolerance_mm``,
+            ``data.resample_labels``); default the schema's.
 
     Returns:
         The QC dictionary written to qc.json.
@@ -92,6 +97,7 @@ def preprocess_scan(
             truth,
             seed,
             timings,
+            label_grid,
         )
     except RuntimeError as exc:
         step = next(reversed(timings), "start")
@@ -110,6 +116,7 @@ def _preprocess(
     truth: Path | None,
     seed: int,
     timings: dict[str, float],
+    label_grid: LabelGrid | None = None,
 ) -> dict[str, Any]:
     """The body of :func:`preprocess_scan` (``p`` complete; ``timings`` filled as steps run)."""
     scan = out_dir.name
@@ -119,8 +126,9 @@ def _preprocess(
 
     with _timed(timings, "load"):
         imgs = load_channels(channels)
-        lab = read_label(Path(label)) if label else None
-    names = list(imgs)
+        names = list(imgs)
+        ref_path = next(iter(channels.values()))
+        lab = read_label(Path(label), imgs[names[0]], label_grid, str(ref_path)) if label else None
     ref = names[0]
     native_info = {n: _native_info(im) for n, im in imgs.items()}
     if p["reorient"]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from mripipe.core.config import param
 from mripipe.core.errors import InputError
+from mripipe.core.grid import LabelGrid
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.template import load_template, reference_grid
 from mripipe.core.utils import read_json, write_json
@@ -84,11 +85,12 @@ def target_spacing(spacing: Sequence[float] | None, fingerprint: Path | None) ->
 
 def _preprocess(channels: Sequence[str], out_dir: Path, params: dict[str, Any], spacing: Sequence[float] | None,
                 fingerprint: Path | None, label: Path | None, truth: Path | None, threads: int,
-                seed: int) -> None:
+                seed: int, label_grid: LabelGrid | None) -> None:
     """:func:`~mripipe.preprocess.pipeline.preprocess_scan` of the channels as the rule hands them."""
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
     target = target_spacing(spacing, fingerprint)
-    pipeline.preprocess_scan(channel_paths(channels), label, out_dir, params, target, truth, seed=seed)
+    pipeline.preprocess_scan(channel_paths(channels), label, out_dir, params, target, truth, seed=seed,
+                             label_grid=label_grid)
 
 
 def preprocess_recorded(
@@ -102,6 +104,7 @@ def preprocess_recorded(
     truth: Path | None = None,
     threads: int = 1,
     seed: int = 0,
+    label_grid: Mapping[str, Any] | None = None,
 ) -> None:
     """``mripipe preprocess``: one scan, with its outcome recorded in ``status.json`` (never
     blocking others).
@@ -118,10 +121,13 @@ def preprocess_recorded(
         truth: the phantom's ``truth.json`` (QC against truth), if any.
         threads: SimpleITK threads (set globally for the process).
         seed: master seed (registration sampling).
+        label_grid: ``data.grid_tolerance_mm`` and ``data.resample_labels``: how the label must
+            lie on the reference grid (:class:`~mripipe.core.grid.LabelGrid`); default the schema's.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _preprocess(channels, out_dir, params, spacing, fingerprint, label, truth, threads, seed)
+        _preprocess(channels, out_dir, params, spacing, fingerprint, label, truth, threads, seed,
+                    LabelGrid.from_params(label_grid))
     except InputError as exc:
         return _fail(out_dir, scan, "preprocess", str(exc))
     except Exception as exc:  # noqa: BLE001 -- recorded, the traceback kept in the log

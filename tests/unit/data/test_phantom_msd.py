@@ -46,7 +46,7 @@ def test_msd_layout_files_and_dataset_json(msd: Path) -> None:
     seen: set[int] = set()
     for case in meta["training"]:
         img = sitk.ReadImage(str(msd / case["image"]))
-        lab = read_label(msd / case["label"])
+        lab = read_label(msd / case["label"], img)  # on the image's grid, or an error
         assert img.GetDimension() == 4 and img.GetSize()[3] == 2
         assert img.GetSize()[:3] == lab.GetSize()
         np.testing.assert_allclose(img.GetSpacing()[:3], lab.GetSpacing())

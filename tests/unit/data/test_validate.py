@@ -183,6 +183,44 @@ def test_label_on_another_grid(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert "sub-001" not in _valid(tmp_path)
 
 
+def _reoriented(path: Path, ornt: list[list[int]], affine: np.ndarray = AFFINE) -> str:
+    """The test label written with its axes permuted and flipped by ``ornt`` (nibabel's own
+    reorientation: the same voxels in space, as dcm2niix may write them)."""
+    img = nib.Nifti1Image(_label(), affine).as_reoriented(np.array(ornt))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return str(path)
+
+
+#: (new axis <- old axis, flipped): a dcm2niix-style swap of x and y, flips of x and z, all three moved
+ORIENTATIONS = [[[1, 1], [0, 1], [2, 1]], [[0, -1], [1, 1], [2, -1]], [[2, -1], [0, 1], [1, -1]]]
+
+
+def test_label_with_permuted_or_flipped_axes_is_on_the_grid(tmp_path: Path) -> None:
+    rows = _dataset(tmp_path)
+    for i, ornt in enumerate(ORIENTATIONS):
+        rows[i]["label"] = _reoriented(tmp_path / f"reoriented-{i}.nii.gz", ornt)
+        data = np.asanyarray(nib.load(rows[i]["label"]).dataobj)
+        assert data.shape != SHAPE or not np.array_equal(data, _label())  # the voxels really moved
+    assert _run(tmp_path, rows, needs=("label",)).empty
+    assert _valid(tmp_path) == [r["scan"] for r in rows]
+
+
+@pytest.mark.parametrize(("change", "named"), [("shift", "origin shifted"), ("scale", "spacing")])
+def test_label_a_voxel_off_or_rescaled_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                  change: str, named: str) -> None:
+    rows = _dataset(tmp_path)
+    moved = AFFINE.copy()
+    if change == "shift":
+        moved[0, 3] += 2.0  # one voxel along x
+    else:
+        moved[:3, :3] *= 1.25
+    rows[2]["label"] = _reoriented(tmp_path / f"{change}.nii.gz", ORIENTATIONS[2], moved)
+    row = _only(_run(tmp_path, rows), "grid", rows[2]["label"], caplog)
+    assert row["severity"] == "error" and named in row["detail"] and "t1.nii.gz" in row["detail"], row["detail"]
+    assert "sub-002" not in _valid(tmp_path)
+
+
 def test_label_on_another_grid_resampled_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rows = _dataset(tmp_path)
     rows[1]["label"] = _nii(tmp_path / "coarse.nii.gz", _label()[::2, ::2, ::2], np.diag([4.0, 4.0, 4.0, 1.0]))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import yaml
 
 from mripipe.core.errors import InputError
@@ -120,6 +121,19 @@ def test_scan_scores_by_hand(tmp_path: Path) -> None:
     assert (fg.n_lesions, len(fg.tp_scores), len(fg.fp_scores)) == (1, 1, 1)
     assert list(dets["lesion"].tp_scores) == pytest.approx([0.8]) and list(dets["lesion"].fp_scores) == pytest.approx([0.7])
     assert dets["core"].n_lesions == 1 and len(dets["core"].tp_scores) == 0 and len(dets["core"].fp_scores) == 1
+
+
+def test_native_truth_with_permuted_axes_scores_the_same(tmp_path: Path) -> None:
+    cases = _write_cohort(tmp_path, "native")
+    spec = label_spec(LABELS, PARAMS)
+    pred = tmp_path / "predictions"
+    args = (pred / "sub-001_prob.nii.gz", pred / "sub-001_seg.nii.gz", Path(cases.loc[0, "label"]), spec, PARAMS)
+    plain = score_scan_classes("sub-001", *args)
+    write_image(sitk.DICOMOrient(sitk.ReadImage(cases.loc[0, "label"]), "ILP"), cases.loc[0, "label"])
+    moved = score_scan_classes("sub-001", *args)
+    assert plain[0]["dice_lesion"] == pytest.approx(0.5) and plain[0]["dice_core"] == 0.0
+    assert moved[0] == plain[0]
+    assert repr(moved[1:]) == repr(plain[1:])  # the detections (numpy arrays inside) too
 
 
 @pytest.mark.parametrize("space", ["native", "template"])

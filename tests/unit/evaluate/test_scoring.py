@@ -103,6 +103,28 @@ def test_native_label_on_another_grid_is_named(tmp_path: Path) -> None:
     other = _native_grid()
     other.SetOrigin((0.0, 0.0, 0.0))
     write_image(from_array(np.zeros((10, 12, 8), np.uint16), other), cases.loc[0, "label"])
-    with pytest.raises(InputError, match=r"sub-001_ses-01_prob\.nii\.gz: grid"):
+    with pytest.raises(InputError, match=r"sub-001_ses-01_mask\.nii\.gz: not on the grid of .*"
+                                         r"sub-001_ses-01_prob\.nii\.gz \(origin shifted"):
         score_scan("sub-001_ses-01", tmp_path / "predictions" / "sub-001_ses-01_prob.nii.gz",
                    Path(cases.loc[0, "label"]), {})
+
+
+def test_native_truth_with_permuted_axes_scores_the_same(tmp_path: Path) -> None:
+    """A truth written with its axes permuted and flipped (dcm2niix style; SimpleITK's own
+    DICOMOrient) on the prediction's grid: the same scores as the truth in the grid's own order."""
+    cases = _native_cohort(tmp_path)
+    params = {"bootstrap": 0, "n_overlays": 0}
+    m = evaluate_segmentation(tmp_path / "predictions", tmp_path / "preprocessed", cases,
+                              tmp_path / "eval", params, seed=0)
+    plain = pd.read_csv(tmp_path / "eval" / "per_case.tsv", sep="\t", keep_default_na=False)
+    for label, code in zip(cases["label"], ("SAL", "PIR"), strict=False):
+        if label:
+            permuted = sitk.DICOMOrient(sitk.ReadImage(label), code)
+            assert permuted.GetSize() != (10, 12, 8)
+            write_image(permuted, label)
+    m2 = evaluate_segmentation(tmp_path / "predictions", tmp_path / "preprocessed", cases,
+                               tmp_path / "eval2", params, seed=0)
+    moved = pd.read_csv(tmp_path / "eval2" / "per_case.tsv", sep="\t", keep_default_na=False)
+    assert list(plain["dice"]) == [1.0, 0.0, 1.0] and list(plain["n_lesions"]) == [1, 1, 0]
+    pd.testing.assert_frame_equal(moved, plain)
+    assert (m2["dice"], m2["hd95_mm"]) == (m["dice"], m["hd95_mm"])

@@ -80,6 +80,23 @@ def test_label_round_trip_back_to_native_is_exact(scan: dict[str, Path], tmp_pat
     np.testing.assert_array_equal(np.rint(to_array(back)).astype(np.uint8), to_array(original))
 
 
+def test_a_label_with_permuted_axes_gives_the_same_outputs(scan: dict[str, Path], tmp_path: Path) -> None:
+    """The label read by core.imageio.read_label (the reader evaluation uses too): written with its
+    axes permuted and flipped it preprocesses to the same label.nii.gz; a voxel off is refused."""
+    preprocess_scan({"T2": scan["T2"]}, scan["label"], tmp_path / "plain", NATIVE, list(SPACING))
+    permuted = tmp_path / "permuted.nii.gz"
+    sitk.WriteImage(sitk.DICOMOrient(read_image(scan["label"]), "SPR"), str(permuted))
+    qc = preprocess_scan({"T2": scan["T2"]}, permuted, tmp_path / "moved", NATIVE, list(SPACING))
+    plain = to_array(read_image(tmp_path / "plain" / "label.nii.gz"))
+    np.testing.assert_array_equal(to_array(read_image(tmp_path / "moved" / "label.nii.gz")), plain)
+    assert qc["label_ids"] == [1, 2] and qc["label_voxels"] == int((plain > 0).sum()) > 0
+    shifted = read_image(scan["label"])
+    shifted.SetOrigin(tuple(o + s for o, s in zip(shifted.GetOrigin(), SPACING, strict=True)))
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nii.gz"))
+    with pytest.raises(InputError, match=r"shifted\.nii\.gz: not on the grid of .*t2\.nii\.gz \(origin shifted"):
+        preprocess_scan({"T2": scan["T2"]}, tmp_path / "shifted.nii.gz", tmp_path / "x", NATIVE, list(SPACING))
+
+
 def test_coarser_spacing_keeps_the_physical_extent(scan: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "case01"
     preprocess_scan({"T2": scan["T2"]}, scan["label"], out, NATIVE, [2.0, 2.5, 2.5])
