@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("path", ["config/config.yaml", "tests/e2e/config.yaml", "tests/e2e/config_msd.yaml"])
+@pytest.mark.parametrize("path", ["config/config.yaml", "tests/e2e/config.yaml", "tests/e2e/config_msd.yaml",
+                                  "tests/e2e/config_dicom.yaml"])
 def test_shipped_configs_are_valid(path: str) -> None:
     jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load((REPO / path).read_text(encoding="utf-8")))
 
@@ -224,10 +225,11 @@ def _lint_findings(out: str) -> list[str]:
     return findings
 
 
-@pytest.mark.parametrize("config", ["config/config.yaml", "tests/e2e/config.yaml"])
+@pytest.mark.parametrize("config", ["config/config.yaml", "tests/e2e/config.yaml", "tests/e2e/config_dicom.yaml"])
 def test_snakemake_lint_is_clean_but_for_the_deployment_lint(config: str, tmp_path: Path) -> None:
     """`make lint-workflow`: every other finding of `snakemake --lint` fails, for the default
-    config (read from config/ in the working directory, as in a checkout) and the e2e config."""
+    config (read from config/ in the working directory, as in a checkout) and the e2e configs (the
+    DICOM one takes the rules' DICOM branch)."""
     (tmp_path / "config").mkdir()
     shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
     args = [] if config == "config/config.yaml" else ["--configfile", str(REPO / config)]

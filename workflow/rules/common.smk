@@ -84,7 +84,7 @@ def get_dataset_index(wildcards):
         return {"dataset": str(root)}
     if SOURCE == "dicom":
         table = config["data"]["dicom"]["table"]
-        return {"dicom": "results/dicom", **({"table": str(root / table)} if table else {})}
+        return {"dicom": "results/dicom", **({"table": os.path.normpath(root / table)} if table else {})}
     path = {"msd": root / "dataset.json", "nnunet": root / "dataset.json",
             "table": root / config["data"]["table"]["path"]}.get(SOURCE, root / "participants.tsv")
     return {"dataset": str(path)} if path.is_file() else {}

@@ -6,6 +6,7 @@ Modules:
 
 - ``bids``: the BIDS adapter (sessions, entities, derivatives labels, participants.tsv).
 - ``dicom``: the DICOM adapter: series converted with dcm2niix into a cache under ``results/``.
+- ``dicom_studies``: DICOM studies: sessions numbered by date, the label table matched to them.
 - ``index``: what every adapter produces: manifest columns, rows, problems, declared labels.
 - ``inspect``: open one image file and report what is wrong with it.
 - ``manifest``: ``mripipe manifest``: index a dataset (``data.source``) into ``results/manifest.tsv``.

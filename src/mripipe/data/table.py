@@ -5,6 +5,7 @@ table's folder."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,13 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def resolve(base: Path, cell: str) -> str:
-    """A path cell made relative to ``base`` (the table's folder); "" stays ""."""
+    """A path cell made relative to ``base`` (the table's folder), normalised (``a/b/../c`` is
+    ``a/c``; a relative path stays relative); "" stays ""."""
     cell = str(cell).strip()
     if not cell:
         return ""
     path = Path(cell)
-    return str(path if path.is_absolute() else base / path)
+    return os.path.normpath(path if path.is_absolute() else base / path)
 
 
 def ids(subject: str, session: str) -> tuple[str, str]:
