@@ -1,14 +1,19 @@
-"""Shared pytest setup: no telemetry, a single torch thread, GPU tests skipped without CUDA, and
-the copy of the workflow that the e2e and cluster tests run in (fixture ``workflow_copy``)."""
+"""Shared pytest setup: no telemetry, a single torch thread, GPU tests skipped without CUDA, the
+copy of the workflow that the e2e and cluster tests run in (fixture ``workflow_copy``), and
+oversize NIfTI files written in bounded memory (:func:`write_sparse_nifti`, fixture
+``sparse_nifti``)."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +80,34 @@ def checkout(dest: Path) -> Path:
 def workflow_copy() -> Callable[[Path], Path]:
     """:func:`checkout`, for tests that need a fresh copy of the workflow."""
     return checkout
+
+
+def write_sparse_nifti(path: Path, shape: tuple[int, int, int], spacing: float = 1.0,
+                       dtype: type = np.uint8, chunk: int = 64 << 20) -> Path:
+    """A ``.nii.gz`` of any size, mostly zeros with a sparse ramp (not constant), written without
+    ever holding more than ``chunk`` bytes: the header as one gzip member, then one compressed
+    chunk repeated as further members (a valid multi-member gzip that nibabel and ITK read).
+    1024^3 uint8 is a 3 MB file of 1 GiB of voxels."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_sform(np.diag([spacing, spacing, spacing, 1.0]), code=1)
+    header.set_qform(np.diag([spacing, spacing, spacing, 1.0]), code=1)
+    header["vox_offset"] = 352
+    total = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    block = np.zeros(min(chunk, total), np.uint8)
+    block[:: 4093] = np.arange(len(block[:: 4093])) % 200 + 1  # a prime stride: varies over every axis
+    packed = gzip.compress(block.tobytes(), compresslevel=1)
+    with open(path, "wb") as fh:
+        fh.write(gzip.compress(header.binaryblock + b"\0" * 4))
+        for _ in range(total // len(block)):
+            fh.write(packed)
+        if total % len(block):
+            fh.write(gzip.compress(block[: total % len(block)].tobytes()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def sparse_nifti() -> Callable[..., Path]:
+    """:func:`write_sparse_nifti`."""
+    return write_sparse_nifti

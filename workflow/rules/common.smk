@@ -17,6 +17,7 @@ from mripipe.cli import command_code  # noqa: E402
 from mripipe.data.manifest import channel_columns  # noqa: E402
 from mripipe.learn.folds import other_folds  # noqa: E402
 from mripipe.learn.halving import ladder  # noqa: E402
+from mripipe.preprocess.memory import declared_mem_mb  # noqa: E402
 
 SEED = config["seed"]
 EXPERIMENTS = sorted(config["experiments"])
@@ -143,6 +144,13 @@ def get_scan_args(wildcards):
         if key in row and row[key]:
             args += [f"--{key}", row[key]]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def get_preprocess_mem_mb(wildcards, input):
+    """A preprocessing job's mem_mb: estimated from its raw files' headers (the declared
+    input.ch_* and input.label), at most preprocess.max_mem_mb."""
+    channels = [f for k, f in input.items() if k.startswith("ch_")]
+    return declared_mem_mb(channels, input.get("label"), config["preprocess"])
 
 
 def get_spacing_inputs(wildcards):

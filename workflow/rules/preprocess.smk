@@ -42,11 +42,13 @@ rule preprocess:
         "benchmarks/preprocess/{scan}.tsv"
     threads: 1
     resources:
-        mem_mb=1500,
+        # from the raw files' header sizes (mripipe.preprocess.memory), at most
+        # preprocess.max_mem_mb; the job refuses a scan above it and limits itself to it
+        mem_mb=get_preprocess_mem_mb,
     shell:
         "mripipe preprocess --scan {wildcards.scan} {params.scan} {params.spacing} "
         "--params {params.cfg:q} --label-grid {params.label_grid:q} --threads {threads} "
-        "--seed {params.seed} --out-dir {output} --log {log}"
+        "--seed {params.seed} --mem-mb {resources.mem_mb} --out-dir {output} --log {log}"
 
 
 checkpoint ready:

@@ -32,6 +32,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="master seed (registration sampling)")
+    p.add_argument("--mem-mb", type=int, default=None,
+                   help="the memory the job declared (MiB): a scan estimated above it fails at once, "
+                        "and the job limits its data segment to it")
     p.set_defaults(func=cli_preprocess)
 
     p = sub.add_parser("ready", help="the scans that made it through preprocessing, and those that did not")
@@ -68,7 +71,7 @@ def cli_preprocess(ns: argparse.Namespace) -> None:
         ns.scan, list(ns.channel), Path(ns.out_dir), ns.params, spacing=ns.spacing,
         fingerprint=optional_path(ns.fingerprint), label=optional_path(ns.label),
         truth=optional_path(ns.truth), threads=ns.threads, seed=ns.seed,
-        label_grid=ns.label_grid,
+        label_grid=ns.label_grid, mem_mb=ns.mem_mb,
     )
 
 

@@ -70,6 +70,17 @@ def load_template() -> Template:
     return Template(t1=t1, gm=gm, wm=wm, brainmask=mask)
 
 
+@functools.cache
+def template_extent_mm() -> tuple[float, float, float]:
+    """The template's field of view in mm per axis, from its header alone (nothing decompressed):
+    what a job's memory estimate needs of the output grid without loading the template."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(_nilearn_data_dir() / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
+    reader.ReadImageInformation()
+    n, s = reader.GetSize(), reader.GetSpacing()
+    return float(n[0] * s[0]), float(n[1] * s[1]), float(n[2] * s[2])
+
+
 def reference_grid(spacing: tuple[float, float, float]) -> sitk.Image:
     """An empty image covering the template's physical extent at ``spacing`` (mm).
 

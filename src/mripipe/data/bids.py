@@ -87,7 +87,9 @@ def label_root(root: Path, label: str) -> Path:
 
 
 def _files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    """The files of ``folder``, symbolic links included even when broken or looping (validation
+    names those; dropped here they would read as a missing image)."""
+    return [p for p in folder.iterdir() if p.is_file() or p.is_symlink()] if folder.is_dir() else []
 
 
 def _pick(index: Index, scan: str, folder: Path, what: str, chosen: tuple[Path | None, list[Path]]) -> str:

@@ -1,9 +1,7 @@
-"""Open one image file once, decompressing all of it, and report what is wrong with it.
-
-NIfTI files are read with nibabel, not SimpleITK: ITK silently orthogonalises a sheared
-direction matrix and can return zeros for a truncated ``.nii.gz``; nibabel keeps the header's
-affine as written and raises on a short gzip stream. Other formats (MHA, NRRD) go through
-SimpleITK. Geometry is returned as a RAS affine either way.
+"""Read one image file's voxels in bounded slabs (:mod:`mripipe.data.voxels`) after its header
+has passed (:mod:`mripipe.data.header`), and report what is wrong with the values: truncated,
+readable, finite, constant, overflow; a label map's distinct values; a coarse copy's contrast
+signature (:mod:`mripipe.data.contrast`). Nothing holds the whole array.
 """
 
 from __future__ import annotations
@@ -11,23 +9,30 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from mripipe.data.contrast import signature
+from mripipe.data.header import Header, Issue
+from mripipe.data.voxels import TruncatedError, slabs
+
+#: the coarse copy kept of each volume: voxels about this far apart (mm) ...
+COARSE_MM = 4.0
+#: ... unless that makes more than about this many
+COARSE_VOXELS = 1 << 18
+#: distinct values of a label map kept (sorted, smallest first)
+MAX_LABEL_VALUES = 1 << 16
 
 
 @dataclass
 class FileInfo:
-    """What validation needs of one file (``issues``: (check, detail) pairs, empty when fine).
+    """What validation needs of one file (``issues``: empty when fine).
 
     Attributes:
         shape: spatial size (X, Y, Z); volumes: 1, or the 4th dimension of a 4-D file.
         affine: 4x4 voxel -> RAS mm.
         values: the distinct values (label maps only, else None).
+        signatures: each volume's contrast signature (None where it has none).
     """
 
     path: Path
@@ -35,7 +40,8 @@ class FileInfo:
     volumes: int = 1
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     values: np.ndarray | None = None
-    issues: list[tuple[str, str]] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    signatures: list[np.ndarray | None] = field(default_factory=list)
 
     @property
     def spacing(self) -> np.ndarray:
@@ -44,108 +50,111 @@ class FileInfo:
 
     @property
     def ok(self) -> bool:
-        return not self.issues
+        """No error (warnings allowed)."""
+        return not any(i.severity == "error" for i in self.issues)
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, np.dtype]:
-    img: Any = nib.load(str(path))  # a NIfTI-1 or -2 image (FileBasedImage to the stubs)
-    dtype = img.header.get_data_dtype()
-    data = np.asanyarray(img.dataobj)  # decompresses the whole file
-    return data, np.asarray(img.affine, dtype=float), dtype
+@dataclass
+class _Summary:
+    """What one pass over the slabs gathers."""
+
+    nonfinite: int
+    lo: np.ndarray
+    hi: np.ndarray
+    values: np.ndarray
+    coarse: list[list[np.ndarray]]
 
 
-def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray, np.dtype]:
-    img = sitk.ReadImage(str(path))
-    n = img.GetDimension()
-    direction = np.array(img.GetDirection()).reshape(n, n)[:3, :3]
-    affine = np.eye(4)
-    affine[:3, :3] = direction * np.array(img.GetSpacing()[:3])
-    affine[:3, 3] = img.GetOrigin()[:3]
-    arr = sitk.GetArrayFromImage(img)  # (Z, Y, X[, C]) or (T, Z, Y, X)
-    comps = img.GetNumberOfComponentsPerPixel()
-    if comps > 1:
-        return arr, _LPS_TO_RAS @ affine, np.dtype([("c", arr.dtype, (comps,))])
-    data = arr.transpose(tuple(reversed(range(arr.ndim))))
-    dtype = arr.dtype
-    return data, _LPS_TO_RAS @ affine, dtype
+def coarse_step(header: Header) -> tuple[int, int, int]:
+    """Every k-th voxel along each axis: about :data:`COARSE_MM` apart (coarser where the field of
+    view would give more than about :data:`COARSE_VOXELS` per volume), whatever the voxel size."""
+    target = max(COARSE_MM, (float(np.prod(header.fov_mm)) / COARSE_VOXELS) ** (1 / 3))
+    kx, ky, kz = (max(1, round(target / float(s))) for s in header.spacing)
+    return kx, ky, kz
 
 
-def _geometry(info: FileInfo, data: np.ndarray, expected_volumes: int) -> bool:
-    """Dimension checks; fills shape/volumes. False when the data cannot be checked further."""
-    shape = tuple(int(s) for s in data.shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    spatial = sum(1 for n in shape[:3] if n > 1)
-    if len(shape) < 3 or spatial < 3:
-        info.issues.append(("dimension", f"{min(len(shape), spatial)}-D image of shape {shape}; expected 3-D"))
-        return False
-    if len(shape) > 4 or (len(shape) == 4 and expected_volumes == 1):
-        info.issues.append(("dimension", f"{len(shape)}-D image of shape {shape}; expected 3-D"))
-        return False
-    info.shape, info.volumes = shape[:3], (shape[3] if len(shape) == 4 else 1)
-    if expected_volumes > 1 and info.volumes != expected_volumes:
-        info.issues.append(("dimension", f"{info.volumes} volume(s) of shape {shape} but named by {expected_volumes} channels"))
-        return False
-    return True
+def _summarise(header: Header, label: bool) -> _Summary:
+    kx, ky, kz = coarse_step(header)
+    out = _Summary(0, np.full(header.volumes, np.inf), np.full(header.volumes, -np.inf),
+                   np.array([]), [[] for _ in range(header.volumes)])
+    for v, z0, slab in slabs(header):
+        if slab.dtype.kind == "f":
+            out.nonfinite += int(slab.size - np.count_nonzero(np.isfinite(slab)))
+            if out.nonfinite:  # reported alone: the other checks need finite values
+                continue
+        out.lo[v] = min(out.lo[v], float(slab.min()))
+        out.hi[v] = max(out.hi[v], float(slab.max()))
+        if label:
+            out.values = np.union1d(out.values, _distinct(slab))[:MAX_LABEL_VALUES]
+        else:
+            out.coarse[v].append(np.asarray(slab[::kx, ::ky, (-z0) % kz::kz], dtype=np.float32))
+    return out
 
 
-def _direction(info: FileInfo) -> None:
-    spacing = info.spacing
-    if np.any(spacing <= 0) or not np.all(np.isfinite(info.affine)):
-        info.issues.append(("direction", f"degenerate voxel-to-world matrix {info.affine[:3, :3].round(4).tolist()}"))
-        return
-    d = info.affine[:3, :3] / spacing
-    err = float(np.abs(d.T @ d - np.eye(3)).max())
-    if err > 1e-3:
-        info.issues.append(("direction", f"direction matrix is not orthonormal (shear; max |D'D - I| = {err:.3g}): {d.round(4).tolist()}"))
+def _distinct(slab: np.ndarray) -> np.ndarray:
+    """The distinct values of a slab (counted by value for small non-negative integers: fast)."""
+    if slab.dtype.kind in "ui" and slab.size and 0 <= slab.min() and slab.max() < MAX_LABEL_VALUES:
+        return np.flatnonzero(np.bincount(slab.ravel()))
+    return np.unique(slab)
 
 
-def inspect_file(path: str | Path, expected_volumes: int = 1, label: bool = False) -> FileInfo:
-    """Open ``path`` once and run every file-level check on it.
+def _read_issue(exc: Exception) -> Issue:
+    if isinstance(exc, TruncatedError):
+        return Issue("truncated", f"the voxel data ends after {exc.present:,} of the {exc.promised:,} bytes "
+                                  "its header promises (compressed stream cut short)")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    return Issue("readable", f"cannot be read in full ({type(exc).__name__}: {first[:200]})")
+
+
+def inspect_file(header: Header, label: bool = False, magnitude: bool = True,
+                 overflow_fraction: float = 0.001) -> FileInfo:
+    """Stream the voxels of a file whose header passed and run every value check on them.
 
     Args:
-        path: an image or label file.
-        expected_volumes: 1 for a 3-D file; n for a 4-D file named by n channels (MSD).
-        label: a label map (values are collected; the constant check does not apply).
+        header: the file's header (:func:`mripipe.data.header.read_header`); its issues are
+            carried over, and with an error among them nothing is read.
+        label: a label map (values are collected; the constant and overflow checks do not apply).
+        magnitude: the intensities cannot be negative (every channel but ``data.signed_channels``).
+        overflow_fraction: the share of voxels far below zero that makes an overflow.
 
     Returns:
-        The file's geometry and the (check, detail) pairs of everything wrong with it: missing,
-        readable, dimension, pixel_type, direction, finite, constant.
+        The file's geometry and everything wrong with it: the header's issues, then truncated,
+        readable, finite, constant, overflow.
     """
-    info = FileInfo(Path(path))
-    if not info.path.is_file():
-        info.issues.append(("missing", "file not found"))
+    info = FileInfo(header.path, header.shape, header.volumes, header.affine, issues=list(header.issues))
+    if not info.ok:
         return info
-    nifti = info.path.name.endswith((".nii", ".nii.gz"))
     try:
-        data, info.affine, dtype = (_read_nifti if nifti else _read_itk)(info.path)
-    except (OSError, EOFError, ValueError, RuntimeError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        info.issues.append(("readable", f"cannot be read in full ({type(exc).__name__}: {first[:200]})"))
+        summary = _summarise(header, label)
+    except (TruncatedError, OSError, EOFError, ValueError, RuntimeError, zlib.error) as exc:
+        info.issues.append(_read_issue(exc))
         return info
-    if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biuf":
-        info.issues.append(("pixel_type", f"pixel type {dtype} is not a real scalar (RGB, vector or complex image)"))
+    if summary.nonfinite:
+        info.issues.append(Issue("finite", f"{summary.nonfinite} voxel(s) are NaN or infinite"))
         return info
-    if not _geometry(info, data, expected_volumes):
+    if label:
+        info.values = summary.values
         return info
-    _direction(info)
-    _values(info, data, label)
+    for v in range(info.volumes):
+        where = f"volume {v} " if info.volumes > 1 else ""
+        if summary.lo[v] == summary.hi[v]:
+            info.issues.append(Issue("constant", f"{where}every voxel is {summary.lo[v]:g}"))
+            info.signatures.append(None)
+            continue
+        coarse = np.concatenate(summary.coarse[v], axis=2)
+        if magnitude:
+            _overflow(info, coarse, where, header, overflow_fraction)
+        info.signatures.append(signature(coarse, header.spacing * np.array(coarse_step(header))))
     return info
 
 
-def _values(info: FileInfo, data: np.ndarray, label: bool) -> None:
-    """finite and constant checks; the distinct values of a label map."""
-    if data.dtype.kind == "f":
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        if bad:
-            info.issues.append(("finite", f"{bad} voxel(s) are NaN or infinite"))
-            return
-    if label:
-        info.values = np.unique(data)
-        return
-    vols = data.reshape(*info.shape, info.volumes)
-    for k in range(info.volumes):
-        lo, hi = float(vols[..., k].min()), float(vols[..., k].max())
-        if lo == hi:
-            where = f"volume {k} " if info.volumes > 1 else ""
-            info.issues.append(("constant", f"{where}every voxel is {lo:g}"))
+def _overflow(info: FileInfo, sample: np.ndarray, where: str, header: Header, fraction: float) -> None:
+    """Many voxels far below zero in a magnitude image (below -0.2 x its maximum): the bright
+    voxels of an unsigned export read as signed wrap around to large negative values."""
+    hi = max(float(sample.max()), 0.0)
+    below = -0.2 * hi
+    share = float(np.mean(sample < below)) if hi > 0 else float(np.mean(sample < 0))
+    if share > fraction:
+        info.issues.append(Issue("overflow", f"{where}{share:.2%} of voxels below {below:.4g} (min {sample.min():.4g}, "
+                                             f"max {hi:.4g}, stored as {header.dtype.name}) in a magnitude image: integer "
+                                             "overflow is the likely cause (e.g. a uint16 export read as int16)"))

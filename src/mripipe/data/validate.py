@@ -1,12 +1,18 @@
 """``mripipe validate``: every file of the manifest checked up front, every problem listed at once.
 
-Each file is opened once and decompressed in full (:func:`mripipe.data.inspect.inspect_file`);
-then the dataset-level checks run: plausible spacing (absolute range and against the dataset
-median of the channel), the label on its image's physical grid, label values integers among the
-declared labels, every channel (and label / class where an experiment needs them) present, no
-ambiguous duplicates (from the adapter). Problems go to ``results/validation.tsv`` (scan, file,
-check, detail, severity) and to the log, one line each naming the file. Valid scans go to
-``results/manifest.valid.tsv`` (the scan list of everything downstream); with
+Memory stays bounded whatever a file's size: every header is read first
+(:mod:`mripipe.data.header`: links, truncation, dimensions, pixel type, qform/sform, direction),
+and a file whose header promises an implausible size (:mod:`mripipe.data.plausible`: beyond
+``data.max_voxel_ratio`` x its channel's median voxel count, or ``data.max_fov_mm``) is refused
+before a byte is decompressed. The others are streamed in slabs
+(:func:`mripipe.data.inspect.inspect_file`: finite, constant, integer overflow, label values, a
+contrast signature). Then the dataset-level checks run: plausible spacing (absolute range and
+against the dataset median of the channel), contrast against the channel's median
+(:mod:`mripipe.data.contrast`), the label on its image's physical grid, label values integers
+among the declared labels, every channel (and label / class where an experiment needs them)
+present, no ambiguous duplicates (from the adapter). Problems go to ``results/validation.tsv``
+(scan, file, check, detail, severity) and to the log, one line each naming the file. Valid scans
+go to ``results/manifest.valid.tsv`` (the scan list of everything downstream); with
 ``data.on_invalid: fail`` any invalid scan stops the run.
 """
 
@@ -26,49 +32,64 @@ from mripipe.core.config import with_defaults
 from mripipe.core.errors import InputError
 from mripipe.core.grid import Grid, match_grid
 from mripipe.core.utils import atomic_path, read_json
+from mripipe.data.contrast import contrast_problems
+from mripipe.data.header import read_header
 from mripipe.data.index import Problem
 from mripipe.data.inspect import FileInfo, inspect_file
 from mripipe.data.manifest import channel_columns, read_manifest
+from mripipe.data.plausible import size_issues, spacing_problems
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["scan", "file", "check", "detail", "severity"]
-CHECKS = ("missing", "duplicate", "readable", "dimension", "pixel_type", "finite", "constant",
-          "direction", "spacing", "grid", "label_values", "class", "preprocess")
+CHECKS = ("missing", "link", "duplicate", "readable", "truncated", "dimension", "pixel_type", "xform",
+          "direction", "fov", "voxels", "finite", "constant", "overflow", "spacing", "contrast", "grid",
+          "label_values", "class", "preprocess")
 
 
-def _open_all(table: pd.DataFrame, channels: list[str]) -> dict[str, FileInfo]:
-    """Inspect every distinct file of the manifest once (a 4-D file named by n channels: n volumes)."""
+def _files(table: pd.DataFrame, channels: list[str]) -> dict[str, list[str]]:
+    """Channel (and ``label``) -> the files holding it, in manifest order (a 4-D file named by n
+    channels of a row is listed under each)."""
+    files: dict[str, list[str]] = {c: [f for f in table[c] if f] for c in channels}
+    if "label" in table.columns:
+        files["label"] = [f for f in table["label"] if f]
+    return files
+
+
+def _open_all(table: pd.DataFrame, channels: list[str], p: dict[str, Any]) -> dict[str, FileInfo]:
+    """Every distinct file of the manifest: all headers first, the sizes they promise checked
+    against the dataset, then the voxels of the files still fine, streamed in slabs."""
     wanted: dict[str, tuple[int, bool]] = {}
     for _, row in table.iterrows():
         paths = [row[c] for c in channels if row[c]]
-        for p in paths:
-            wanted[p] = (paths.count(p), False)
+        for path in paths:
+            wanted[path] = (paths.count(path), False)
         if row.get("label", ""):
             wanted[row["label"]] = (1, True)
-    return {p: inspect_file(p, n, label) for p, (n, label) in tqdm(wanted.items(), desc="validate", unit="file", mininterval=5)}
+    headers = {f: read_header(f, n, p["xform"], float(p["xform_tolerance_mm"])) for f, (n, _) in wanted.items()}
+    for f, issue in size_issues(_files(table, channels), headers, p):
+        headers[f].issues.append(issue)
+    signed = {c.lower() for c in p["signed_channels"]}
+    magnitude = {f for c in channels if c.lower() not in signed for f in table[c] if f}
+    return {f: inspect_file(headers[f], label, f in magnitude, float(p["overflow_fraction"]))
+            for f, (_, label) in tqdm(wanted.items(), desc="validate", unit="file", mininterval=5)}
 
 
-def _spacing_problems(table: pd.DataFrame, channels: list[str], infos: dict[str, FileInfo],
-                      p: dict[str, Any]) -> list[Problem]:
-    """Voxel sizes outside ``spacing_range_mm`` or beyond ``spacing_ratio`` x the channel's median."""
-    lo, hi = p["spacing_range_mm"]
-    ratio = float(p["spacing_ratio"])
-    out = []
-    for ch in channels:
-        files = {row[ch]: row["scan"] for _, row in table.iterrows() if row[ch] and infos[row[ch]].ok}
-        if not files:
-            continue
-        largest = {f: float(infos[f].spacing.max()) for f in files}
-        smallest = {f: float(infos[f].spacing.min()) for f in files}
-        med_hi, med_lo = float(np.median(list(largest.values()))), float(np.median(list(smallest.values())))
-        for f, scan in files.items():
-            sp = ", ".join(f"{s:.3g}" for s in infos[f].spacing)
-            if smallest[f] < lo or largest[f] > hi:
-                out.append(Problem(scan, f, "spacing", f"voxel size ({sp}) mm outside [{lo:g}, {hi:g}] mm"))
-            elif not (med_hi / ratio <= largest[f] <= med_hi * ratio and med_lo / ratio <= smallest[f] <= med_lo * ratio):
-                out.append(Problem(scan, f, "spacing", f"voxel size ({sp}) mm is more than {ratio:g}x off the {ch} median ({med_lo:.3g}-{med_hi:.3g} mm)"))
-    return out
+def _signatures(table: pd.DataFrame, channels: list[str], infos: dict[str, FileInfo]) -> list[tuple[str, str, str, np.ndarray]]:
+    """(scan, file, channel, contrast signature) of every channel image that has one (the k-th
+    channel naming a 4-D file takes its volume k)."""
+    found = []
+    for _, row in table.iterrows():
+        named: dict[str, int] = {}
+        for c in channels:
+            f = row[c]
+            if not f:
+                continue
+            k = named[f] = named.get(f, -1) + 1
+            sigs = infos[f].signatures
+            if k < len(sigs) and (sig := sigs[k]) is not None:
+                found.append((row["scan"], f, c, sig))
+    return found
 
 
 def _label_problems(scan: str, label: FileInfo, image: FileInfo | None, labels: dict[int, str] | None,
@@ -103,10 +124,10 @@ def _row_problems(row: pd.Series, channels: list[str], infos: dict[str, FileInfo
     scan = row["scan"]
     out = []
     for f in dict.fromkeys(row[c] for c in channels if row[c]):
-        out += [Problem(scan, f, check, detail) for check, detail in infos[f].issues]
+        out += [Problem(scan, f, *issue) for issue in infos[f].issues]
     if row.get("label", ""):
         label = infos[row["label"]]
-        out += [Problem(scan, row["label"], check, detail) for check, detail in label.issues]
+        out += [Problem(scan, row["label"], *issue) for issue in label.issues]
         ref = infos.get(row[channels[0]]) if row[channels[0]] else None
         if label.ok:
             declared = meta.get("labels")
@@ -146,10 +167,11 @@ def validate(manifest: str | Path, params: dict[str, Any] | None, out: str | Pat
     if len(p["labels"]) >= 2:  # multi-class data.labels: the values a label may hold
         meta["labels"] = {"0": "background", **{str(v): k for k, v in p["labels"].items()}}
     problems = [Problem(**q) for q in meta.get("problems", [])]
-    infos = _open_all(table, channels)
+    infos = _open_all(table, channels, p)
     for _, row in table.iterrows():
         problems += _row_problems(row, channels, infos, meta, needs, p, manifest)
-    problems += _spacing_problems(table, channels, infos, p)
+    problems += spacing_problems(table, channels, infos, p)
+    problems += contrast_problems(_signatures(table, channels, infos))
     return _write(table, problems, p, Path(out), Path(valid), len(infos))
 
 

@@ -5,6 +5,7 @@ Modules:
 
 - ``fingerprint``: ``mripipe fingerprint``: native spacings and the target spacing (``results/fingerprint.json``).
 - ``intensity``: head mask, N4 bias correction, denoising and z-scoring.
+- ``memory``: a scan's peak memory estimated from its headers (the rule's mem_mb) and the job's own limit.
 - ``montage``: the per-scan QC picture, drawn with numpy and Pillow.
 - ``native``: the anatomy-agnostic path: a scan stays in its own space, cropped to its foreground.
 - ``pipeline``: the per-scan chain (reorient, N4, denoise, co-register, register, resample) and its outputs.

@@ -6,7 +6,10 @@ rule's log) keeps only that file and the job still succeeds. After the template 
 the normalised correlation with the template inside the brain mask is recorded in ``qc.json``
 (``registration_ncc``); below ``preprocess.min_registration_ncc``, an absolute floor, the scan is
 failed with that reason. :mod:`mripipe.preprocess.ready` reads the statuses back and also judges
-each scan's NCC against the dataset's (a robust z-score), which no single job can see.
+each scan's NCC against the dataset's (a robust z-score), which no single job can see. With ``--mem-mb``
+(what the rule declared from the headers), a scan estimated above it fails at once and one that
+runs out of memory within it fails with the file and its size (check ``memory``,
+:mod:`mripipe.preprocess.memory`).
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from mripipe.core.config import param
+from mripipe.core.config import param, with_defaults
 from mripipe.core.errors import InputError
 from mripipe.core.grid import LabelGrid
 from mripipe.core.imageio import read_image, to_array
 from mripipe.core.template import load_template, reference_grid
 from mripipe.core.utils import read_json, write_json
-from mripipe.preprocess import pipeline
+from mripipe.preprocess import memory, pipeline
 from mripipe.preprocess.ready import STATUS
 
 log = logging.getLogger(__name__)
@@ -83,14 +86,44 @@ def target_spacing(spacing: Sequence[float] | None, fingerprint: Path | None) ->
     return [float(s) for s in spacing]
 
 
+class OverBudgetError(MemoryError):
+    """A scan that needs (or took) more memory than its job declared; the message says which."""
+
+
+def _over_budget(est: memory.Estimate, mem_mb: int, exc: BaseException | None = None) -> OverBudgetError:
+    """The failure of a scan estimated above ``mem_mb`` (``exc`` None), or out of memory within it."""
+    if exc is None:
+        return OverBudgetError(f"{est.describe()}: needs about {est.mem_mb:,} MB to preprocess, more than the job's "
+                          f"mem_mb {mem_mb:,} (at most preprocess.max_mem_mb); not started")
+    what = str(exc).removeprefix(f"{est.largest.path}: ") if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+    return OverBudgetError(f"{est.describe()}: out of memory within the job's mem_mb {mem_mb:,} (estimated {est.mem_mb:,} MB): "
+                      f"{what}".splitlines()[0])
+
+
 def _preprocess(channels: Sequence[str], out_dir: Path, params: dict[str, Any], spacing: Sequence[float] | None,
                 fingerprint: Path | None, label: Path | None, truth: Path | None, threads: int,
-                seed: int, label_grid: LabelGrid | None) -> None:
-    """:func:`~mripipe.preprocess.pipeline.preprocess_scan` of the channels as the rule hands them."""
+                seed: int, label_grid: LabelGrid | None, mem_mb: int | None = None) -> None:
+    """:func:`~mripipe.preprocess.pipeline.preprocess_scan` of the channels as the rule hands them;
+    with ``mem_mb``, refused at once when estimated above it, else run within it
+    (:mod:`mripipe.preprocess.memory`)."""
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
     target = target_spacing(spacing, fingerprint)
-    pipeline.preprocess_scan(channel_paths(channels), label, out_dir, params, target, truth, seed=seed,
-                             label_grid=label_grid)
+    paths = channel_paths(channels)
+    if mem_mb is None:
+        pipeline.preprocess_scan(paths, label, out_dir, params, target, truth, seed=seed,
+                                 label_grid=label_grid)
+        return
+    est = memory.estimate(list(paths.values()), label, with_defaults("preprocess", params))
+    if est.mem_mb > mem_mb:
+        raise _over_budget(est, mem_mb)
+    try:
+        with memory.limited(mem_mb):
+            pipeline.preprocess_scan(paths, label, out_dir, params, target, truth, seed=seed,
+                                     label_grid=label_grid)
+    except (MemoryError, InputError) as exc:
+        if not memory.out_of_memory(exc):
+            raise
+        raise _over_budget(est, mem_mb, exc) from None
 
 
 def preprocess_recorded(
@@ -105,6 +138,7 @@ def preprocess_recorded(
     threads: int = 1,
     seed: int = 0,
     label_grid: Mapping[str, Any] | None = None,
+    mem_mb: int | None = None,
 ) -> None:
     """``mripipe preprocess``: one scan, with its outcome recorded in ``status.json`` (never
     blocking others).
@@ -123,11 +157,15 @@ def preprocess_recorded(
         seed: master seed (registration sampling).
         label_grid: ``data.grid_tolerance_mm`` and ``data.resample_labels``: how the label must
             lie on the reference grid (:class:`~mripipe.core.grid.LabelGrid`); default the schema's.
+        mem_mb: the memory the job declared (MiB): a scan estimated above it is failed at once,
+            and one that runs out within it is failed with the file and its size.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         _preprocess(channels, out_dir, params, spacing, fingerprint, label, truth, threads, seed,
-                    LabelGrid.from_params(label_grid))
+                    LabelGrid.from_params(label_grid), mem_mb)
+    except OverBudgetError as exc:
+        return _fail(out_dir, scan, "memory", str(exc))
     except InputError as exc:
         return _fail(out_dir, scan, "preprocess", str(exc))
     except Exception as exc:  # noqa: BLE001 -- recorded, the traceback kept in the log

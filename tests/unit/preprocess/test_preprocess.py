@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +192,21 @@ def test_a_failed_scan_is_recorded_not_raised(tmp_path: Path) -> None:
             assert [p.name for p in out.iterdir()] == ["status.json"]
     finally:
         sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
+
+
+def test_a_scan_runs_within_the_memory_it_declares(scan: dict[str, Path], tmp_path: Path) -> None:
+    """`mripipe preprocess` as the rule runs it: mem_mb from the headers, the job's data segment
+    limited to it, and the scan goes through."""
+    from mripipe.core.config import with_defaults
+    from mripipe.preprocess.memory import declared_mem_mb
+
+    params = with_defaults("preprocess", {**FAST, "spacing": [4.0, 4.0, 4.0]})
+    mem_mb = declared_mem_mb([scan["T1w"], scan["FLAIR"]], scan["label"], params)
+    out = tmp_path / "sub-001"
+    cmd = [sys.executable, "-m", "mripipe.cli", "preprocess", "--scan", "sub-001", "--channel",
+           f"T1w={scan['T1w']}", f"FLAIR={scan['FLAIR']}", "--label", str(scan["label"]), "--params", json.dumps(params),
+           "--spacing", "4", "4", "4", "--mem-mb", str(mem_mb), "--out-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "status.json").read_text())["ok"] is True, (out / "status.json").read_text()
+    assert f"mem_mb {mem_mb})" in proc.stderr  # the limit was set
