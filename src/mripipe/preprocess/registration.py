@@ -24,10 +24,16 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from mripipe.core.config import param
 from mripipe.core.errors import InputError
 from mripipe.core.template import load_template, reference_grid, template_brainmask
 
 log = logging.getLogger(__name__)
+
+
+def _p(params: dict[str, Any], key: str) -> Any:
+    """``preprocess.<key>``: as given, else the schema's default (the one place defaults live)."""
+    return param("preprocess", params, key)
 
 #: Starts of template registration (``preprocess.template_init``); ``moments`` is the method
 #: before the rotation search, kept for comparison (bench/bench_registration.py).
@@ -62,9 +68,9 @@ def _method(
     otherwise a step is ``reg_step`` long in parameter units (radians, matrix entries too) and
     the optimizer stops below ``reg_min_step``.
     """
-    reg = _metric(params, seed, float(params.get("reg_sampling", 0.1)))
-    step = float(params.get("reg_step", 2.0))
-    least = params.get("template_min_step", 0.001) if bounded else params.get("reg_min_step", 0.01)
+    reg = _metric(params, seed, float(_p(params, "reg_sampling")))
+    step = float(_p(params, "reg_step"))
+    least = _p(params, "template_min_step") if bounded else _p(params, "reg_min_step")
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=step,
         minStep=float(least),
@@ -84,7 +90,7 @@ def _method(
 def _metric(params: dict[str, Any], seed: int, sampling: float) -> sitk.ImageRegistrationMethod:
     """A registration method with Mattes MI on a seeded random ``sampling`` fraction of voxels."""
     reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(params.get("reg_bins", 32)))
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(_p(params, "reg_bins")))
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(min(1.0, sampling), int(seed) % (2**31))
     reg.SetInterpolator(sitk.sitkLinear)
@@ -187,15 +193,15 @@ def _search_grid(
     Returns:
         (metric value, Euler3D parameters) per grid point, lowest (best) metric first.
     """
-    half = float(params.get("template_search_deg", 30.0))
-    step = float(params.get("template_search_step_deg", 15.0))
+    half = float(_p(params, "template_search_deg"))
+    step = float(_p(params, "template_search_step_deg"))
     if step <= 0 or half < 0:
         raise InputError(
             "rotation search: need template_search_step_deg > 0 and template_search_deg >= 0, "
             f"got {step} and {half}"
         )
     n = int(half // step)
-    reg = _metric(params, seed, float(params.get("template_search_sampling", 0.5)))
+    reg = _metric(params, seed, float(_p(params, "template_search_sampling")))
     if mask is not None:
         reg.SetMetricFixedMask(mask)
     reg.SetOptimizerAsExhaustive([n, n, n, 0, 0, 0], float(np.deg2rad(step)))
@@ -235,7 +241,7 @@ def rotation_search(
     Returns:
         Euler3D transform (fixed -> moving) to start the rigid stage from.
     """
-    spacing = float(params.get("template_search_spacing", 6.0))
+    spacing = float(_p(params, "template_search_spacing"))
     f, m = downsample(fixed, spacing), downsample(moving, spacing)
     mask = None
     if fixed_mask is not None:
@@ -244,10 +250,10 @@ def rotation_search(
         )
     start = moments_init(fixed, moving)
     grid = _search_grid(f, m, mask, start, params, seed)
-    iterations = int(params.get("template_search_iterations", 30))
-    bounded = bool(params.get("template_bounded_step", True))
+    iterations = int(_p(params, "template_search_iterations"))
+    bounded = bool(_p(params, "template_bounded_step"))
     runs: list[tuple[float, sitk.Euler3DTransform]] = []
-    for value, position in grid[: max(1, int(params.get("template_search_starts", 3)))]:
+    for value, position in grid[: max(1, int(_p(params, "template_search_starts")))]:
         cand = sitk.Euler3DTransform(start)
         cand.SetParameters(position)
         reg = _method(params, [1], [0.0], iterations, seed, bounded)
@@ -297,10 +303,10 @@ def register_to_template(
     Returns:
         Affine transform (template -> native).
     """
-    how = str(params.get("template_init", "search"))
+    how = str(_p(params, "template_init"))
     if how not in TEMPLATE_INITS:
         raise InputError(f"unknown template_init {how!r}; expected one of {', '.join(TEMPLATE_INITS)}")
-    bounded = bool(params.get("template_bounded_step", True))
+    bounded = bool(_p(params, "template_bounded_step"))
     start: str | sitk.Euler3DTransform = "moments"
     if how == "search":
         start = rotation_search(template, moving, params, seed, template_mask)
@@ -308,10 +314,10 @@ def register_to_template(
         template, moving, params, seed, template_mask, prefix="template", init=start, bounded=bounded
     )
     aff = affine_from_rigid(rigid)
-    if not bool(params.get("template_affine", True)):
+    if not bool(_p(params, "template_affine")):
         return aff
     shrink, sigmas = _levels(params, "affine", [2, 1])
-    iterations = int(params.get("affine_iterations", 60))
+    iterations = int(_p(params, "affine_iterations"))
     reg = _method(params, shrink, sigmas, iterations, seed + 1, bounded)
     if template_mask is not None:
         reg.SetMetricFixedMask(template_mask)
