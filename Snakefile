@@ -27,6 +27,7 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         "results/summary.json",
+        "results/stages.json",
         "results/preprocessed/qc.tsv",
         "results/data.html",
         expand("results/{experiment}/training/card.html", experiment=EXPERIMENTS),

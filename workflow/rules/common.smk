@@ -9,6 +9,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -17,9 +18,18 @@ from mripipe.cli import command_code  # noqa: E402
 from mripipe.data.manifest import channel_columns  # noqa: E402
 from mripipe.learn.folds import other_folds  # noqa: E402
 from mripipe.learn.halving import ladder  # noqa: E402
+from mripipe.core.numerics import pinning_env  # noqa: E402
 from mripipe.preprocess.memory import declared_mem_mb  # noqa: E402
 
 SEED = config["seed"]
+# Only training reads it (mripipe publish varies it alone); null = the master seed.
+TRAIN_SEED = SEED if config.get("train_seed") is None else config["train_seed"]
+# Every job's numerical libraries dispatch to at most compute.cpu_isa: the levers are environment
+# variables read when a library loads, set here for every job this Snakemake process (or a
+# cluster job's, which parses this file again) starts. CPU_ISA is a param of the jobs whose
+# numbers depend on it (training, prediction), so changing it re-runs them.
+CPU_ISA = config["compute"]["cpu_isa"]
+os.environ.update(pinning_env(CPU_ISA))
 EXPERIMENTS = sorted(config["experiments"])
 SOURCE = config["data"]["source"]
 AUTO_SPACING = config["preprocess"]["spacing"] == "auto"
@@ -349,6 +359,23 @@ def get_package_params(wildcards):
     matching |= {k: ev[k] for k in ("detection_classes", "regions", "candidate_threshold") if ev[k]}
     return json.dumps({"preprocess": config["preprocess"], "predict": config["predict"],
                        "threshold": ev["threshold"], "evaluate": matching, "seed": SEED}, sort_keys=True)
+
+
+def get_hash_inputs(wildcards):
+    """What `mripipe hashes` hashes besides the scans (get_preprocessed): the patch cache, and of
+    every experiment each trial's, rung slot's and fold's checkpoint, the package and the test
+    predictions."""
+    checkpoints, models, predictions = [], [], []
+    for exp in EXPERIMENTS:
+        w = SimpleNamespace(experiment=exp)
+        for rung in range(len(experiment_ladder(w))):
+            checkpoints += [f"{d}/checkpoint.pt" for d in rung_dirs(w, rung)]
+        checkpoints += [f"{d}/checkpoint.pt" for d in fold_dirs(w)]
+        models.append(f"results/{exp}/model")
+        predictions.append(f"results/{exp}/predictions")
+    return {"checkpoints": checkpoints, "models": models,
+            "predictions": predictions,
+            **{f"patches_{k}": f"results/patches/{f}" for k, f in PATCH_FILES.items()}}
 
 
 def get_metrics_files(wildcards, input):

@@ -9,6 +9,7 @@ if config["data"].get("labels"):
 # light jobs run in the main Snakemake process, never submitted to a cluster
 localrules:
     summarise,
+    hashes,
     report_training,
     report_data,
 
@@ -58,6 +59,26 @@ rule summarise:
         "logs/summarise.log",
     shell:
         "mripipe summarise --metrics {params.metrics} --excluded {input.excluded} --out {output.json} --log {log}"
+
+
+# What reproduce compares stage by stage (mripipe.evaluate.hashes): a content hash of every
+# stage's outputs, and the kernel dispatch in effect.
+rule hashes:
+    input:
+        unpack(get_hash_inputs),
+        scans=get_preprocessed,
+        code=code("hashes"),
+    output:
+        json="results/stages.json",
+    params:
+        patches=get_patches_dir,
+        cpu_isa=CPU_ISA,
+    log:
+        "logs/hashes.log",
+    shell:
+        "mripipe hashes --scans {input.scans} --patches {params.patches} "
+        "--checkpoints {input.checkpoints} --models {input.models} --predictions {input.predictions} "
+        "--cpu-isa {params.cpu_isa} --out {output.json} --log {log}"
 
 
 # Report pages around the metrics: the search comparison and the selected model's card (category

@@ -13,6 +13,7 @@ rule predict:
     params:
         cfg=section("predict"),
         preprocessed=PREPROCESSED,
+        cpu_isa=CPU_ISA,
     log:
         "logs/{experiment}/predict.log",
     benchmark:

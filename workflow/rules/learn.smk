@@ -77,10 +77,12 @@ rule search_init:
         cfg=get_experiment_params,
         uri=config["tracking"]["uri"],
         dataset=Path(config["data"]["root"]).name,
+        seed=TRAIN_SEED,
     log:
         "logs/{experiment}/search_init.log",
     shell:
         "mripipe search-init --experiment {wildcards.experiment} --tracking-uri {params.uri:q} "
+        "--train-seed {params.seed} "
         "--params {params.cfg:q} --manifest {input.manifest} --splits {input.splits} "
         "--dataset-name {params.dataset:q} --out {output.json} --log {log}"
 
@@ -108,7 +110,8 @@ rule train:
         budget=get_rung_budget,
         patches=get_patches_dir,
         preprocessed=PREPROCESSED,
-        seed=SEED,
+        seed=TRAIN_SEED,
+        cpu_isa=CPU_ISA,
         out_dir=get_output_dir,
     log:
         "logs/{experiment}/{trial}.log",

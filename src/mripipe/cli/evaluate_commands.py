@@ -1,5 +1,5 @@
 """Subcommands of evaluation, the report and reproduction (:mod:`mripipe.evaluate`): evaluate,
-evaluate-detection, summarise, where, report-training, report-data, reproduce, publish."""
+evaluate-detection, summarise, hashes, where, report-training, report-data, reproduce, publish."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def _evaluate_commands(sub: Any) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cli_summarise)
 
+    p = sub.add_parser("hashes", help="a content hash of every stage's outputs (results/stages.json)")
+    add_common(p)
+    p.add_argument("--scans", nargs="+", required=True, help="the preprocessed scan folders")
+    p.add_argument("--patches", required=True, help="the patch cache folder")
+    p.add_argument("--checkpoints", nargs="*", default=[], help="every trial, rung slot and fold checkpoint.pt")
+    p.add_argument("--models", nargs="*", default=[], help="results/{experiment}/model folders")
+    p.add_argument("--predictions", nargs="*", default=[], help="results/{experiment}/predictions folders")
+    p.add_argument("--cpu-isa", required=True, help="compute.cpu_isa the run was pinned at")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cli_hashes)
+
     p = sub.add_parser("where", help="print where the report, metrics and MLflow runs are")
     p.add_argument("--log", default=None)
     p.set_defaults(func=cli_where)
@@ -81,6 +92,8 @@ def _report_commands(sub: Any) -> None:
     p.add_argument("--summary", default=None, help="compare this summary.json instead of running")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is logged)")
+    p.add_argument("--all-seeds", action="store_true",
+                   help="re-run every published training seed (default: the first only)")
     p.set_defaults(func=cli_reproduce)
 
     p = sub.add_parser("publish", help="write the published result from a clean run of HEAD")
@@ -89,6 +102,7 @@ def _report_commands(sub: Any) -> None:
     p.add_argument("--summary", default=None, help="publish this (fresh) summary.json instead of running")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--allow-dirty", action="store_true", help="publish with uncommitted changes")
+    p.add_argument("--seeds", type=int, default=5, help="training seeds (the config's seed and the next ones)")
     p.set_defaults(func=cli_publish)
 
 
@@ -117,6 +131,15 @@ def cli_summarise(ns: argparse.Namespace) -> None:
     from mripipe.evaluate.summarise import summarise
 
     summarise(paths(ns.metrics), Path(ns.out), optional_path(ns.excluded))
+
+
+@executes("mripipe.evaluate.hashes")
+def cli_hashes(ns: argparse.Namespace) -> None:
+    """``mripipe hashes``."""
+    from mripipe.evaluate.hashes import write_stage_hashes
+
+    write_stage_hashes(paths(ns.scans), Path(ns.patches), paths(ns.checkpoints), paths(ns.models),
+                       paths(ns.predictions), ns.cpu_isa, Path(ns.out))
 
 
 @executes("mripipe.evaluate.summarise")
@@ -151,7 +174,7 @@ def cli_reproduce(ns: argparse.Namespace) -> tuple[str, int]:
     from mripipe.evaluate.reproduce import reproduce
 
     return reproduce(Path.cwd(), Path(ns.published), optional_path(ns.recipe), ns.cores, ns.keep,
-                     optional_path(ns.summary))
+                     optional_path(ns.summary), ns.all_seeds)
 
 
 @executes("mripipe.evaluate.reproduce")
@@ -159,4 +182,5 @@ def cli_publish(ns: argparse.Namespace) -> str:
     """``mripipe publish`` of the repository in the working directory."""
     from mripipe.evaluate.reproduce import publish
 
-    return publish(Path.cwd(), Path(ns.out), ns.cores, optional_path(ns.summary), ns.allow_dirty)
+    return publish(Path.cwd(), Path(ns.out), ns.cores, optional_path(ns.summary), ns.allow_dirty,
+                   ns.seeds)

@@ -47,6 +47,7 @@ def _data_commands(sub: Any) -> None:
     p.add_argument("--manifest", default=None, help="the manifest the trials read (logged as the dataset)")
     p.add_argument("--splits", default=None, help="results/splits.json (the dataset's split)")
     p.add_argument("--dataset-name", default=None, help="the dataset's name in MLflow (default: the manifest's)")
+    p.add_argument("--train-seed", type=int, default=None, help="the trials' training seed (the run's seed param)")
     p.set_defaults(func=cli_search_init)
 
 
@@ -144,7 +145,7 @@ def cli_search_init(ns: argparse.Namespace) -> None:
     from mripipe.track.search_init import start_search
 
     start_search(ns.experiment, ns.tracking_uri, ns.params, Path(ns.out),
-                 optional_path(ns.manifest), optional_path(ns.splits), ns.dataset_name)
+                 optional_path(ns.manifest), optional_path(ns.splits), ns.dataset_name, ns.train_seed)
 
 
 @executes("mripipe.learn.train")

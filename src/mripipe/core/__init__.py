@@ -14,6 +14,7 @@ Modules:
   preprocessed-scan reader.
 - ``labels``: the segmentation label map (class name -> value) and its resolution.
 - ``matching``: lesion candidates and one-to-one matching, shared by evaluation and validation.
+- ``numerics``: pinned CPU numerics: the kernel-dispatch cap of every job, the CPU flags.
 - ``package_format``: the model package's file format, shared by its writer and readers.
 - ``roc``: ROC AUC, average precision and the confusion matrix in numpy (bit-identical to scikit-learn).
 - ``split_guard``: the leakage-guarded reader of ``results/splits.json``.

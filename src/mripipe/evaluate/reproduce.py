@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +29,32 @@ from tqdm import tqdm
 from mripipe.core.errors import InputError
 from mripipe.core.utils import atomic_path, interactive, read_json, write_json
 from mripipe.evaluate.compare import (
+    COMPARISON,
+    IDENTICAL,
+    Row,
     compare,
     format_table,
+    numerics_info,
     platform_info,
     published_doc,
     table_tsv,
     tolerance_mode,
 )
+from mripipe.evaluate.hashes import where_runs_part
+from mripipe.evaluate.spread import spread_table
 
 log = logging.getLogger(__name__)
 
 PUBLISHED = Path("published/phantom/summary.json")
 TABLE = Path("results/reproduce.tsv")
 SUMMARY = "results/summary.json"
+STAGES = Path("results/stages.json")
+DEFAULT_CONFIG = Path("config/config.yaml")
+PUBLISH_STORE = Path("results/publish/mlflow.db")
+#: The metrics of the README's seed table.
+HEADLINE = ("lesion_seg/dice", "lesion_seg/sensitivity_at_1_fp", "lesion_seg/hd95_mm_median",
+            "lesion_seg/abs_volume_error_ml", "lesion_seg/burden_balanced_accuracy",
+            "burden_cls/balanced_accuracy", "burden_cls/auroc_macro")
 STEPS = re.compile(r"(\d+) of (\d+) steps")
 
 
@@ -73,7 +87,7 @@ def gpu_present() -> bool:
     return bool(visible_devices())
 
 
-def run_pipeline(workdir: Path, cores: int, configfile: str | None, log_path: Path) -> int:
+def run_pipeline(workdir: Path, cores: int, configfiles: list[str], log_path: Path) -> int:
     """Run the whole DAG in ``workdir`` with this environment's tools; output goes to ``log_path``.
 
     A progress bar follows Snakemake's "N of M steps" when stderr is a terminal; otherwise every
@@ -84,8 +98,8 @@ def run_pipeline(workdir: Path, cores: int, configfile: str | None, log_path: Pa
            "PYTHONPATH": str(workdir / "src"), "MLFLOW_DISABLE_TELEMETRY": "true",
            "DVC_NO_ANALYTICS": "1"}
     cmd = [str(bindir / "snakemake"), "--cores", str(cores), "--keep-going"]
-    if configfile:
-        cmd += ["--configfile", configfile]
+    if configfiles:
+        cmd += ["--configfile", *configfiles]
     log.info("running %s in %s (log: %s)", " ".join(cmd[1:]), workdir, log_path)
     bar = tqdm(desc="reproduce", unit="job", disable=not interactive(), total=None)
     with open(log_path, "w") as fh, subprocess.Popen(
@@ -133,21 +147,59 @@ def _link_data(repo: Path, work: Path) -> None:
             target.symlink_to(entry.resolve())
 
 
-def fresh_run(repo: Path, cores: int, recipe: Path | None, keep: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The summary of a clean run of ``HEAD`` (with ``recipe`` as its config, if given), and its
-    provenance (:func:`~mripipe.evaluate.compare.platform_info` plus the commit)."""
+@dataclass(frozen=True)
+class SeedRun:
+    """One clean run of the DAG: its training seed (None: the config's), summary and stages.json."""
+
+    seed: int | None
+    summary: dict[str, Any]
+    stages: dict[str, Any]
+
+
+def master_seed(repo: Path, recipe: Path | None) -> int:
+    """The config's master seed (``seed``): the first training seed of a spread."""
+    cfg = yaml.safe_load((repo / (recipe or DEFAULT_CONFIG)).read_text()) or {}
+    return int(cfg.get("seed", 42)) if isinstance(cfg, dict) else 42
+
+
+def _overlay(tmp: Path, seed: int | None, tracking_uri: str | None) -> Path | None:
+    """A config file setting the training seed (and where MLflow writes) over the run's config."""
+    extra: dict[str, Any] = {}
+    if seed is not None:
+        extra["train_seed"] = seed
+    if tracking_uri:
+        extra["tracking"] = {"uri": tracking_uri}
+    if not extra:
+        return None
+    path = tmp / f"overlay-{seed}.yaml"
+    path.write_text(yaml.safe_dump(extra))
+    return path
+
+
+def fresh_runs(repo: Path, cores: int, recipe: Path | None, keep: bool, seeds: list[int | None],
+               tracking_uri: str | None = None) -> tuple[list[SeedRun], dict[str, Any]]:
+    """Clean runs of ``HEAD`` in one fresh copy, one per training seed in turn (the data,
+    preprocessing and patch cache are made once; each seed re-runs training onwards), and the
+    fingerprint (:func:`~mripipe.evaluate.compare.platform_info`, the numerics of the first
+    run's stages.json, the commit)."""
     here = platform_info("cuda" if gpu_present() else "cpu")
+    runs = []
     with _workspace(keep) as tmp:
         work = tmp / "repo"
         commit = fresh_copy(repo, work)
         if recipe is not None:
             _link_data(repo, work)
-        code = run_pipeline(work, cores, str(recipe) if recipe else None, tmp / "snakemake.log")
-        if code != 0 or not (work / SUMMARY).is_file():
-            raise InputError(f"the reproduction run failed (snakemake exit {code}); its log: "
-                             f"{tmp / 'snakemake.log'}, the job logs: {work / 'logs'}")
-        summary = read_json(work / SUMMARY)
-    return summary, here | {"commit": commit}
+        for seed in seeds:
+            overlay = _overlay(tmp, seed, tracking_uri)
+            files = [str(recipe or DEFAULT_CONFIG)] + ([str(overlay)] if overlay else [])
+            log_path = tmp / f"snakemake-seed-{seed}.log"
+            code = run_pipeline(work, cores, files if (recipe or overlay) else [], log_path)
+            if code != 0 or not (work / SUMMARY).is_file():
+                raise InputError(f"the reproduction run (training seed {seed}) failed (snakemake exit "
+                                 f"{code}); its log: {log_path}, the job logs: {work / 'logs'}")
+            runs.append(SeedRun(seed, read_json(work / SUMMARY), read_json(work / STAGES)))
+            log.info("training seed %s done", seed)
+    return runs, here | numerics_info(runs[0].stages) | {"commit": commit}
 
 
 def reference_of(repo: Path, published: Path, recipe: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -162,46 +214,106 @@ def reference_of(repo: Path, published: Path, recipe: Path | None) -> tuple[dict
     return ref, dict(ref.get("produced") or {})
 
 
+def _seeds_to_run(reference: dict[str, Any], produced: dict[str, Any], all_seeds: bool) -> list[int | None]:
+    seeds: list[int | None] = [int(x) for x in produced.get("train_seeds") or []]
+    if not seeds:
+        return [None]
+    return seeds if all_seeds else seeds[:1]
+
+
+def _given_run(summary: Path, seed: int | None) -> tuple[SeedRun, dict[str, Any]]:
+    """A run made elsewhere: its summary and the stages.json beside it (if any)."""
+    stages_path = summary.parent / STAGES.name
+    stages = read_json(stages_path) if stages_path.is_file() else {}
+    here = platform_info("cuda" if gpu_present() else "cpu") | numerics_info(stages)
+    return SeedRun(seed, read_json(summary), stages), here
+
+
+def _stage_report(reference: dict[str, Any], run: SeedRun) -> tuple[list[str], str | None]:
+    ref = (reference.get("stages") or {}).get(str(run.seed))
+    if not ref or not run.stages.get("stages"):
+        return ["stage hashes: none to compare (the published file or the run has none)"], None
+    lines, first = where_runs_part(ref, run.stages["stages"])
+    verdict = f"first stage whose outputs differ: {first}" if first else "every stage's outputs identical"
+    return [f"stages (training seed {run.seed}):", *[f"  {x}" for x in lines], verdict], first
+
+
+def _compare_runs(reference: dict[str, Any], runs: list[SeedRun], mode: str) -> tuple[list[Row], list[str], bool]:
+    rows: list[Row] = []
+    lines: list[str] = []
+    stages_ok = True
+    for run in runs:
+        ref = (reference.get("seeds") or {}).get(str(run.seed), reference)
+        got = compare(ref, run.summary, mode, reference.get("spread"))
+        if len(runs) > 1:
+            got = [replace(r, metric=f"seed {run.seed}: {r.metric}") for r in got]
+        rows += got
+        if mode != COMPARISON:
+            stage_lines, first = _stage_report(reference, run)
+            lines += stage_lines
+            stages_ok = stages_ok and not (mode == IDENTICAL and first)
+    return rows, lines, stages_ok
+
+
 def reproduce(repo: Path, published: Path = PUBLISHED, recipe: Path | None = None, cores: int = 2,
-              keep: bool = False, summary: Path | None = None) -> tuple[str, int]:
+              keep: bool = False, summary: Path | None = None, all_seeds: bool = False) -> tuple[str, int]:
     """Re-run ``HEAD`` from a clean state and compare it with the published result.
 
     Args:
         repo: the user's checkout (only its git history is read, and the table written).
         published: the published file, relative to ``repo``.
-        recipe: compare a recipe's run with its ``reference:`` block instead.
+        recipe: compare a recipe's run with its ``reference:`` block (a comparison) instead.
         cores: Snakemake's ``--cores``.
         keep: keep the temporary copy (its path is logged).
-        summary: compare this summary instead of running (a run made elsewhere).
+        summary: compare this summary (and the stages.json beside it) instead of running.
+        all_seeds: re-run every published training seed, not only the first.
 
     Returns:
-        The table as text and the exit status (0: every metric within tolerance, 1: not).
+        The report as text and the exit status (0: every metric within tolerance and, for the
+        ``identical`` rule, every stage's outputs identical; 1: not).
     """
     reference, produced = reference_of(repo, published, recipe)
+    seeds: list[int | None] = _seeds_to_run(reference, produced, all_seeds) if recipe is None else [None]
     if summary is None:
-        got, here = fresh_run(repo, cores, recipe, keep)
+        runs, here = fresh_runs(repo, cores, recipe, keep, seeds)
     else:
-        got, here = read_json(summary), platform_info("cuda" if gpu_present() else "cpu")
-    mode = tolerance_mode(produced, here)
-    rows = compare(reference, got, mode)
+        run, here = _given_run(summary, seeds[0])
+        runs = [run]
+    mode = COMPARISON if recipe else tolerance_mode(produced, here, bool(reference.get("spread")))
+    rows, stage_lines, stages_ok = _compare_runs(reference, runs, mode)
     with atomic_path(repo / TABLE) as tmp:
         tmp.write_text(table_tsv(rows, mode))
     head = (f"reference: {recipe or published} (commit {str(produced.get('commit', '?'))[:12]}, "
-            f"{produced.get('date', '?')}); reproduced: commit {str(here.get('commit', '?'))[:12]}")
-    text = f"{head}\n{format_table(rows, mode, produced, here)}\n(table: {TABLE})"
-    return text, 0 if all(r.ok for r in rows) else 1
+            f"{produced.get('date', '?')}); reproduced: commit {str(here.get('commit', '?'))[:12]}, "
+            f"training seed(s) {', '.join(str(r.seed) for r in runs)}")
+    text = "\n".join([head, format_table(rows, mode, produced, here), *stage_lines, f"(table: {TABLE})"])
+    return text, 0 if all(r.ok for r in rows) and stages_ok else 1
 
 
 def publish(repo: Path, out: Path = PUBLISHED, cores: int = 2, summary: Path | None = None,
-            allow_dirty: bool = False) -> str:
-    """Write the published file from a clean run of ``HEAD`` (or from ``summary``, a fresh
-    ``make run``'s). Refuses a checkout with uncommitted changes: the commit must describe the code."""
+            allow_dirty: bool = False, n_seeds: int = 5) -> str:
+    """Write the published file from clean runs of ``HEAD`` with ``n_seeds`` training seeds (the
+    config's seed, then the next ones), or from ``summary`` (a fresh ``make run``'s, one seed).
+    Refuses a checkout with uncommitted changes: the commit must describe the code. The runs'
+    MLflow store is kept in ``results/publish/mlflow.db`` (one search run per seed)."""
     if not allow_dirty and _git(repo, "status", "--porcelain", "--untracked-files=no"):
         raise InputError(f"{repo}: uncommitted changes; commit them first (the published file names the commit)")
+    if n_seeds < 1:
+        raise InputError(f"--seeds {n_seeds}: at least one training seed")
     if summary is None:
-        got, here = fresh_run(repo, cores, None, keep=False)
+        base = master_seed(repo, None)
+        store = (repo / PUBLISH_STORE).resolve()
+        store.parent.mkdir(parents=True, exist_ok=True)
+        seeds: list[int | None] = [base + i for i in range(n_seeds)]
+        runs, here = fresh_runs(repo, cores, None, False, seeds,
+                                tracking_uri=f"sqlite:///{store}")
     else:
-        got = read_json(summary)
-        here = platform_info("cuda" if gpu_present() else "cpu") | {"commit": _git(repo, "rev-parse", "HEAD")}
-    write_json(repo / out, published_doc(got, here))
-    return f"published {out} (commit {here['commit'][:12]}, {here['platform']}, {here['device']}, torch {here['torch']})"
+        run, here = _given_run(summary, master_seed(repo, None))
+        runs, here = [run], here | {"commit": _git(repo, "rev-parse", "HEAD")}
+    doc = published_doc({str(r.seed): r.summary for r in runs},
+                        {str(r.seed): r.stages.get("stages", []) for r in runs}, here)
+    write_json(repo / out, doc)
+    table = spread_table(doc["spread"], [str(r.seed) for r in runs], HEADLINE)
+    return (f"published {out} (commit {here['commit'][:12]}, {here['platform']}, {here['cpu']}, ISA cap "
+            f"{here.get('cpu_isa')}, {here['device']}, torch {here['torch']}), {len(runs)} training seed(s)\n"
+            + "\n".join(table))

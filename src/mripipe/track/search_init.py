@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 def search_init(
     experiment: str, tracking_uri: str, params: dict[str, Any], out: str | Path,
     workdir: str | Path | None = None, dataset: dict[str, Any] | None = None,
+    train_seed: int | None = None,
 ) -> dict[str, Any]:
     """Create the MLflow experiment (if needed) and the parent run of a search; write search.json.
 
@@ -31,6 +32,8 @@ def search_init(
         dataset: the data the search uses (:func:`mripipe.track.dataset.describe_dataset`),
             logged as the parent run's input (context ``training``) and kept in search.json
             for the trials.
+        train_seed: the training seed of the trials (logged as the run's ``seed`` param and in
+            its name, so the searches of a seed spread sit side by side).
 
     Returns:
         The search.json dict: ``experiment``, ``mlflow_experiment_id``, ``parent_run_id``,
@@ -40,7 +43,7 @@ def search_init(
     exp_id = get_or_create_experiment(c, experiment, tracking_uri)
     search = params.get("search") or {}
     tags = {
-        "mlflow.runName": f"search-{experiment}",
+        "mlflow.runName": f"search-{experiment}" + ("" if train_seed is None else f"-seed-{train_seed}"),
         "mripipe.role": "search",
         "task": str(params.get("task", "")),
         "config_hash": config_hash(params),
@@ -52,7 +55,9 @@ def search_init(
     run_id = run.info.run_id
     from mlflow.entities import Param
 
+    seed = [] if train_seed is None else [Param("seed", str(train_seed))]
     retry(c.log_batch, run_id, params=[
+        *seed,
         Param("n_trials", str(search.get("n_trials", ""))),
         Param("search_seed", str(search.get("seed", ""))),
         Param("metric", str(search.get("metric", ""))),
@@ -76,7 +81,7 @@ def search_init(
 
 def start_search(experiment: str, tracking_uri: str, params: dict[str, Any], out: Path,
                  manifest: Path | None = None, splits: Path | None = None,
-                 dataset_name: str | None = None) -> dict[str, Any]:
+                 dataset_name: str | None = None, train_seed: int | None = None) -> dict[str, Any]:
     """``mripipe search-init``: :func:`search_init`; with ``manifest`` and ``splits``, the data the
     trials read (fold ``params["fold"]``) is described and logged as the dataset ``dataset_name``
     (default: the manifest's name)."""
@@ -86,4 +91,4 @@ def start_search(experiment: str, tracking_uri: str, params: dict[str, Any], out
 
         dataset = describe_dataset(manifest, splits, dataset_name or manifest.stem,
                                    int(params.get("fold", 0)))
-    return search_init(experiment, tracking_uri, params, out, dataset=dataset)
+    return search_init(experiment, tracking_uri, params, out, dataset=dataset, train_seed=train_seed)

@@ -15,7 +15,9 @@ from mripipe.cli import main
 from mripipe.evaluate import reproduce as rerun
 from mripipe.evaluate.compare import (
     CI95,
+    COMPARISON,
     IDENTICAL,
+    SEED_RANGE,
     compare,
     format_table,
     platform_info,
@@ -32,7 +34,8 @@ SUMMARY = {
                    "accuracy_ci95_high": 1.0, "n_scans": 12},
     "excluded": {"n_scans": 1, "by_stage": {"validate": 1}, "scans": {"sub-001_ses-01": "bad"}},
 }
-HERE = {"platform": "Linux-x86_64", "torch": "2.13.0", "device": "cpu"}
+HERE = {"platform": "Linux-x86_64", "cpu": "Intel(R) Xeon(R) Processor", "cpu_isa": "avx2",
+        "torch": "2.13.0", "blas": "torch mkl, numpy scipy-openblas 0.3.31", "device": "cpu"}
 
 
 def test_identical_summary_passes_every_metric() -> None:
@@ -74,7 +77,7 @@ def test_ci_tolerance_applies_on_another_platform() -> None:
     got["lesion_seg"]["n_scans"] = 11
     rows = {r.metric: r for r in compare(SUMMARY, got, mode)}
     assert not rows["lesion_seg/n_scans"].ok and rows["lesion_seg/n_scans"].tolerance == "equal"
-    assert "published on Darwin-arm64" in format_table(list(rows.values()), mode, published, HERE)
+    assert "platform: Darwin-arm64 -> Linux-x86_64" in format_table(list(rows.values()), mode, published, HERE)
 
 
 @pytest.mark.parametrize(("published", "here", "mode"), [
@@ -82,6 +85,8 @@ def test_ci_tolerance_applies_on_another_platform() -> None:
     (HERE, HERE | {"device": "cuda"}, CI95),             # a GPU here
     (HERE | {"device": "cuda"}, HERE, CI95),             # published from a GPU
     (HERE | {"torch": "2.12.0"}, HERE, CI95),            # another torch
+    (HERE | {"cpu": "AMD EPYC"}, HERE, CI95),            # another CPU model
+    (HERE | {"cpu_isa": "native"}, HERE, CI95),          # another ISA cap
     ({}, HERE, CI95),                                    # provenance unknown (a recipe)
 ])
 def test_tolerance_mode(published: dict, here: dict, mode: str) -> None:
@@ -102,61 +107,117 @@ def _git(repo: Path, *args: str) -> None:
 
 
 def _tiny_repo(root: Path, dice: float) -> Path:
-    """A git repository whose "pipeline" writes results/summary.json (dice from a committed file)."""
+    """A git repository whose "pipeline" writes results/summary.json (dice from a committed file,
+    moved by the training seed) and results/stages.json (the trial's "weights" hash is the seed)."""
     repo = root / "repo"
-    repo.mkdir()
+    (repo / "config").mkdir(parents=True)
+    (repo / "config" / "config.yaml").write_text("seed: 42\ntrain_seed: null\n")
     (repo / "value.txt").write_text(f"{dice}\n")
     (repo / "Snakefile").write_text(
         "import json\n"
+        "configfile: 'config/config.yaml'\n"
+        "SEED = config['seed'] if config.get('train_seed') is None else config['train_seed']\n"
         "rule all:\n"
         "    input: 'value.txt'\n"
-        "    output: 'results/summary.json'\n"
+        "    output: s='results/summary.json', h='results/stages.json'\n"
+        "    params: seed=SEED\n"
         "    run:\n"
-        "        v = float(open(input[0]).read())\n"
+        "        v = float(open(input[0]).read()) + 0.01 * (params.seed - 42)\n"
         "        json.dump({'lesion_seg': {'task': 'segmentation', 'dice': v, 'dice_ci95_low': 0.5,\n"
-        "                   'dice_ci95_high': 0.7}}, open(output[0], 'w'))\n")
+        "                   'dice_ci95_high': 0.7, 'n_scans': 3}}, open(output.s, 'w'))\n"
+        "        json.dump({'cpu_isa': 'avx2', 'dispatch': {'torch_blas': 'mkl'}, 'stages': [\n"
+        "            {'stage': 'preprocess', 'items': {'sub-1': 'aa', 'sub-2': 'bb'}},\n"
+        "            {'stage': 'lesion_seg rung 0', 'items': {'trial-000': str(params.seed)}}]},\n"
+        "            open(output.h, 'w'))\n")
     _git(repo, "init", "-q")
-    _git(repo, "add", "value.txt", "Snakefile")
+    _git(repo, "add", "value.txt", "Snakefile", "config/config.yaml")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
     return repo
 
 
-def test_reproduce_runs_head_in_a_fresh_copy_and_writes_only_the_table(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_runs_seeds_and_reproduce_names_the_first_stage_that_differs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     repo = _tiny_repo(tmp_path, 0.6)
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     monkeypatch.chdir(repo)
-    assert main(["publish"]) == 0
+    assert main(["publish", "--seeds", "3"]) == 0
     published = json.loads((repo / rerun.PUBLISHED).read_text())
-    assert published["lesion_seg"]["dice"] == 0.6
+    assert published["produced"]["train_seeds"] == [42, 43, 44]
+    assert published["lesion_seg"]["dice"] == 0.6  # the first seed's summary is the headline
+    assert published["spread"]["lesion_seg"]["dice"]["values"] == pytest.approx([0.6, 0.61, 0.62])
+    assert published["spread"]["lesion_seg"]["dice"]["sd"] == pytest.approx(0.01)
+    assert published["stages"]["43"][1]["items"] == {"trial-000": "43"}
     assert published["produced"]["commit"] == subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    assert set(published["produced"]) >= {"platform", "torch", "device", "date", "python"}
+    assert set(published["produced"]) >= {"platform", "cpu", "cpu_flags", "cpu_isa", "blas", "torch",
+                                          "device", "date", "python"}
     _git(repo, "add", str(rerun.PUBLISHED))
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "publish")
-    # an uncommitted edit is not part of the reproduction: HEAD is what runs
-    (repo / "value.txt").write_text("0.9\n")
+    (repo / "value.txt").write_text("0.9\n")  # uncommitted: not part of the reproduction
     capsys.readouterr()
-    assert main(["reproduce"]) == 0
+    assert main(["reproduce"]) == 0  # the first seed only, on the same fingerprint: identical
     out = capsys.readouterr().out
-    assert "all 2 metrics reproduced" in out and "lesion_seg/dice" in out
+    assert "tolerance: identical" in out and "all 3 metrics reproduced" in out, out
+    assert "every stage's outputs identical" in out and "training seed(s) 42" in out
     assert not (repo / "results" / "summary.json").exists()  # the run happened elsewhere
-    assert (repo / rerun.TABLE).is_file()
     assert list((tmp_path / "tmp").iterdir()) == []  # the temporary copy is gone
-    # one edited number in the published file: non-zero, naming the metric (compared with a
-    # finished run's summary, --summary, to save a second run)
-    reproduced = tmp_path / "summary.json"
-    reproduced.write_text(json.dumps({k: v for k, v in published.items() if k != "produced"}))
-    published["lesion_seg"]["dice"] = 0.61 if published["produced"]["device"] == "cpu" else 0.8
+    # another seed's weights in the published file: identical metrics, but the stage is named
+    published["stages"]["42"][1]["items"]["trial-000"] = "other"
     (repo / rerun.PUBLISHED).write_text(json.dumps(published))
-    assert main(["reproduce", "--summary", str(reproduced)]) == 1
-    assert "MISMATCH in 1 of 2 metrics: lesion_seg/dice" in capsys.readouterr().out
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "summary.json").write_text(json.dumps({"lesion_seg": published["seeds"]["42"]["lesion_seg"]}))
+    (given / "stages.json").write_text(json.dumps({"cpu_isa": "avx2", "dispatch": {"torch_blas": "mkl"},
+                                                   "stages": published["stages"]["43"]}))
+    assert main(["reproduce", "--summary", str(given / "summary.json")]) == 1
+    out = capsys.readouterr().out
+    assert "preprocess: identical (2/2)" in out
+    assert "first stage whose outputs differ: lesion_seg rung 0" in out
+
+
+def test_seed_range_on_another_fingerprint(tmp_path: Path) -> None:
+    per_seed = {str(42 + i): {"lesion_seg": {"task": "segmentation", "dice": d, "n_scans": 11}}
+                for i, d in enumerate([0.70, 0.74, 0.78, 0.72, 0.76])}
+    doc = published_doc(per_seed, {}, HERE | {"commit": "abc"})
+    stats = doc["spread"]["lesion_seg"]["dice"]
+    assert stats["mean"] == pytest.approx(0.74) and stats["sd"] == pytest.approx(0.0316, abs=1e-4)
+    mode = tolerance_mode(doc["produced"], HERE | {"cpu": "AMD EPYC 9654"}, spread=True)
+    assert mode == SEED_RANGE
+    inside = {"lesion_seg": {"task": "segmentation", "dice": 0.66, "n_scans": 11}}  # mean - 2.5 SD
+    rows = {r.metric: r for r in compare(doc, inside, mode, doc["spread"])}
+    assert all(r.ok for r in rows.values()), rows
+    assert rows["lesion_seg/dice"].tolerance == "seeds [0.6451, 0.8349]"
+    assert rows["lesion_seg/n_scans"].tolerance == "equal"  # every seed alike: must be equal
+    outside = {"lesion_seg": {"task": "segmentation", "dice": 0.62, "n_scans": 11}}
+    rows = {r.metric: r for r in compare(doc, outside, mode, doc["spread"])}
+    assert [m for m, r in rows.items() if not r.ok] == ["lesion_seg/dice"]
+    assert rows["lesion_seg/dice"].note == "outside the published seed range"
+    text = format_table(list(rows.values()), mode, doc["produced"], HERE | {"cpu": "AMD EPYC 9654"})
+    assert text.startswith("tolerance: within the published seed range")
+    assert "cpu: Intel(R) Xeon(R) Processor -> AMD EPYC 9654" in text
+
+
+def test_recipe_reference_is_a_comparison_with_a_stated_rule() -> None:
+    theirs = {"prostate_seg": {"dice_PZ": {"value": 0.668}, "dice_TZ": {"value": 0.841},
+                               "hd95_mm": {"value": 5.0}}}
+    ours = {"prostate_seg": {"dice_PZ": 0.60, "dice_PZ_ci95_low": 0.50, "dice_PZ_ci95_high": 0.70,
+                             "dice_TZ": 0.70, "dice_TZ_ci95_low": 0.65, "dice_TZ_ci95_high": 0.80,
+                             "hd95_mm": 4.0}}
+    rows = {r.metric: r for r in compare(theirs, ours, COMPARISON)}
+    assert rows["prostate_seg/dice_PZ"].ok        # theirs inside our CI
+    assert not rows["prostate_seg/dice_TZ"].ok    # theirs above our CI: they are better
+    assert rows["prostate_seg/dice_TZ"].note == "theirs outside our CI and better"
+    assert rows["prostate_seg/hd95_mm"].ok        # lower is better, no CI: ours at least as good
+    text = format_table(list(rows.values()), COMPARISON, {}, HERE)
+    assert text.startswith("tolerance: comparison, not reproduction")
+    assert "MISMATCH in 1 of 3 metrics: prostate_seg/dice_TZ" in text
 
 
 def test_published_doc_keeps_the_summary_and_provenance() -> None:
-    doc = published_doc(SUMMARY, platform_info("cpu") | {"commit": "abc"})
+    doc = published_doc({"42": SUMMARY}, {"42": []}, platform_info("cpu") | {"commit": "abc"})
     assert doc["lesion_seg"] == SUMMARY["lesion_seg"] and doc["produced"]["commit"] == "abc"
-    assert compare(doc, SUMMARY, IDENTICAL)[0].ok  # "produced" is provenance, not a metric
-
+    assert doc["produced"]["train_seeds"] == [42] and doc["spread"]["lesion_seg"]["dice"]["sd"] is None
+    rows = compare(doc, SUMMARY, IDENTICAL)
+    assert all(r.ok for r in rows)  # produced, seeds, spread and stages are not metrics
+    assert len(rows) == 10
