@@ -73,8 +73,8 @@ test-unit: $(STAMP) $(PKG)
 e2e: $(STAMP) $(PKG)
 	$(BIN)/pytest -q tests/e2e
 
-ui: $(STAMP) $(PKG)  ## MLflow UI on the runs of this checkout
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+ui: $(STAMP) $(PKG)  ## MLflow UI on the runs of this checkout; prints (and opens) the links comparing the trials
+	$(BIN)/mripipe ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 # the CUDA path measured on a GPU from a finished run's cached scans (needs torch + MONAI only there)
 PATCHES ?= results/patches
