@@ -145,14 +145,14 @@ def write_links(tracking_uri: str, base_url: str) -> list[ExperimentLinks]:
 
 def describe(base_url: str, links: Sequence[ExperimentLinks]) -> str:
     """What ``mripipe ui`` prints: the UI's address and, per experiment, its two links."""
-    lines = [f"MLflow UI: {base_url} (Ctrl-C stops it)"]
+    lines = [f"MLflow UI: {base_url}"]
     for x in links:
         lines += [f"{x.experiment}: {len(x.trials)} trials, selection metric {x.metric}",
                   f"  trials, best {x.metric} first: {x.runs}",
                   f"  compare the trials:           {x.compare}"]
     if not links:
         lines.append("no search in this store yet: run the pipeline first")
-    return "\n".join(lines)
+    return "\n".join([*lines, "Ctrl-C stops the UI."])
 
 
 def wait_until_up(base_url: str, server: subprocess.Popen[bytes], timeout: float = 180) -> None:
