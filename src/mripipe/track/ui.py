@@ -12,13 +12,14 @@ built from what that frontend reads (``mlflow/server/js``):
   ``viewStateShareKey=<key>``. Its search facets carry the sort.
 - The URL's own facets (``orderByKey``, ``orderByAsc``, ``searchFilter``...) must stay out of
   that link: with any of them present the frontend skips the shared view (measured).
-- The compare page (``#/compare-runs?runs=[...]&experiments=[...]``) reads only its run ids;
+- The compare page (``#/compare-runs?runs=[...]&experiments=[...]``) reads its run ids (and
+  ``workflowType``);
   its parallel-coordinates plot starts on the first metric the runs share, in logging order,
   so the trials log the selection metric first (:func:`mripipe.learn.train`).
 
-The view groups the trials by their ``search`` tag (:data:`mripipe.track.tracking.SEARCH_TAG`):
-each search (one per seed) is a group, its trials sorted by the selection metric, which with
-the searched parameters are the first columns.
+The view groups the trials by their ``search`` tag (:data:`mripipe.track.tracking.SEARCH_TAG`;
+not in stores older than the tag): each search (one per seed) is a group, its trials sorted by
+the selection metric, which with the searched parameters are the first columns.
 """
 
 from __future__ import annotations
@@ -78,18 +79,18 @@ def _tags(run: Any) -> dict[str, str]:
     return dict(run.data.tags)
 
 
-def runs_view(metric: str, params: Sequence[str]) -> dict[str, Any]:
-    """The shared view state of the trials table: grouped by the ``search`` tag (each group's
-    row shows its best ``metric``), sorted by ``metric`` (best first), with ``metric`` and the
-    searched ``params`` as the first columns (MLflow orders metric columns alphabetically
-    otherwise) and no other column chosen."""
+def runs_view(metric: str, params: Sequence[str], grouped: bool = True) -> dict[str, Any]:
+    """The shared view state of the trials table: sorted by ``metric`` (best first; MLflow then
+    lists child runs as rows of their own), with ``metric`` and the searched ``params`` as the
+    first columns (MLflow orders metric columns alphabetically otherwise) and no other column
+    chosen; ``grouped``: one group per ``search`` tag, its row showing the best ``metric``
+    (runs without the tag would fall into MLflow's folded "Additional runs")."""
     columns = [f"metrics.`{metric}`"] + [f"params.`{p}`" for p in params]
+    group = {"aggregateFunction": "max", "groupByKeys": [{"mode": "tag", "groupByData": SEARCH_TAG}]}
     return {
         "orderByKey": f"metrics.`{metric}`", "orderByAsc": False,
         "selectedColumns": columns, "columnOrder": columns,
-        "groupBy": {"aggregateFunction": "max",
-                    "groupByKeys": [{"mode": "tag", "groupByData": SEARCH_TAG}]},
-        "groupsExpanded": {}, "runsExpanded": {},
+        "groupBy": group if grouped else None, "groupsExpanded": {}, "runsExpanded": {},
     }
 
 
@@ -123,11 +124,12 @@ def experiment_links(c: Any, base_url: str, experiment: Any) -> ExperimentLinks 
     trials = [r for r in runs if _tags(r).get("mlflow.parentRunId") in ids  # not the fold runs
               and "-fold-" not in _tags(r).get(TRIAL_TAG, "-fold-")]
     trials.sort(key=lambda r: -r.data.metrics.get(metric, float("-inf")))
-    view = runs_view(metric, _searched(searches))
+    view = runs_view(metric, _searched(searches), all(SEARCH_TAG in _tags(r) for r in trials))
     retry(c.set_experiment_tag, exp_id, SHARE_TAG + SHARE_KEY, json.dumps(view))
     page = urllib.parse.urlencode({"workflowType": "machine_learning", "viewStateShareKey": SHARE_KEY})
     compare = urllib.parse.urlencode({"runs": json.dumps([r.info.run_id for r in trials]),
-                                      "experiments": json.dumps([exp_id])})
+                                      "experiments": json.dumps([exp_id]),
+                                      "workflowType": "machine_learning"})
     return ExperimentLinks(
         experiment=str(experiment.name), metric=metric,
         trials=tuple(str(r.info.run_name) for r in trials),
