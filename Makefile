@@ -44,7 +44,7 @@ publish: $(STAMP) $(PKG)  ## deliberately regenerate published/phantom/summary.j
 	@echo "review and commit published/phantom/summary.json"
 
 # Chromium (Debian's package): docs/screenshots.py installs it when missing (root or sudo -n), as
-# the browser test of `make test` does (tests/e2e/test_ui.py, skipped where it cannot)
+# the browser test of `make test` does (tests/e2e/test_ui_browser.py, skipped where it cannot)
 RUN ?= .
 screenshots: $(STAMP) $(PKG)  ## docs/img/*.png: the links of `mripipe ui` on a finished run (RUN=folder holding its mlflow.db)
 	$(BIN)/python docs/screenshots.py --run $(RUN)

@@ -7,7 +7,7 @@
 - ``docs/img/mlflow_parallel.png``: its compare link: the trials side by side, the
   parallel-coordinates plot of the searched parameters against the selection metric.
 
-The end-to-end test ``tests/e2e/test_ui.py`` drives the same functions: it loads every printed
+The end-to-end test ``tests/e2e/test_ui_browser.py`` drives the same functions: it loads every printed
 link and checks the rendered DOM for each trial's name and selection-metric value.
 
 Usage: ``python docs/screenshots.py --run DIR [--experiment lesion_seg] [--out docs/img]`` where

@@ -1,6 +1,6 @@
 """The links of ``mripipe ui`` against a real SQLite store: two searches (one per seed) of one
 experiment, each with trials, a fold run and the evaluation run beside them. What the browser
-renders from these links is tested in tests/e2e/test_ui.py."""
+renders from these links is tested in tests/e2e/test_ui_browser.py."""
 
 from __future__ import annotations
 
