@@ -32,7 +32,7 @@ from pathlib import Path
 log = logging.getLogger("screenshots")
 #: a newcomer's laptop screen
 WINDOW = "1440,900"
-EXPERIMENT = re.compile(r"^(\S+): \d+ trials")
+EXPERIMENT = re.compile(r"^(\S+): \d+ trials?,")
 LINK = re.compile(r"^\s+(trials|compare)\b.*?(http://\S+)\s*$")
 
 

@@ -24,9 +24,11 @@ the selection metric, which with the searched parameters are the first columns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -149,7 +151,8 @@ def describe(base_url: str, links: Sequence[ExperimentLinks]) -> str:
     """What ``mripipe ui`` prints: the UI's address and, per experiment, its two links."""
     lines = [f"MLflow UI: {base_url}"]
     for x in links:
-        lines += [f"{x.experiment}: {len(x.trials)} trials, selection metric {x.metric}",
+        n = len(x.trials)
+        lines += [f"{x.experiment}: {n} trial{'s' * (n != 1)}, selection metric {x.metric}",
                   f"  trials, best {x.metric} first: {x.runs}",
                   f"  compare the trials:           {x.compare}"]
     if not links:
@@ -180,13 +183,18 @@ def ui(backend_store_uri: str = DEFAULT_BACKEND, artifacts: str | Path = DEFAULT
        announce: Callable[[str], None] = log.info) -> int:
     """``mripipe ui``: start ``mlflow server`` on the store, write the shared views, hand the
     links to ``announce`` (the CLI prints them), open the first in a browser when ``browser``
-    and a display exist, and serve until interrupted.
+    and a display exist, and serve until interrupted (Ctrl-C or SIGTERM).
+
+    The server's own output goes to stderr (stdout holds the links only); it runs in a process
+    group of its own, stopped whole on the way out (``mlflow server`` left alone outlives its
+    parent, busy).
 
     Returns:
-        The server's exit status (0 after Ctrl-C).
+        The server's exit status (0 when interrupted).
     """
     cmd = server_command(backend_store_uri, artifacts, host, port)
-    server = subprocess.Popen(cmd, env=server_env())
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    server = subprocess.Popen(cmd, env=server_env(), stdout=sys.stderr, start_new_session=True)
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     try:
         wait_until_up(base_url, server)
@@ -198,6 +206,20 @@ def ui(backend_store_uri: str = DEFAULT_BACKEND, artifacts: str | Path = DEFAULT
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=30)
+        _stop(server)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group; SIGKILL whatever is left of it 20 s later."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
