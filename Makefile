@@ -43,11 +43,10 @@ publish: $(STAMP) $(PKG)  ## deliberately regenerate published/phantom/summary.j
 	$(BIN)/mripipe publish --cores $(CORES)
 	@echo "review and commit published/phantom/summary.json"
 
-# Chromium (Debian's package) is needed by this target only: installed here, never by `make test`.
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# Chromium (Debian's package): docs/screenshots.py installs it when missing (root or sudo -n), as
+# the browser test of `make test` does (tests/e2e/test_ui_browser.py, skipped where it cannot)
 RUN ?= .
-screenshots: $(STAMP) $(PKG)  ## docs/img/*.png: the MLflow UI on a finished run (RUN=folder holding its mlflow.db)
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+screenshots: $(STAMP) $(PKG)  ## docs/img/*.png: the links of `mripipe ui` on a finished run (RUN=folder holding its mlflow.db)
 	$(BIN)/python docs/screenshots.py --run $(RUN)
 
 # two pytest-xdist workers (one per core), a test module at a time; the modules reading one e2e
@@ -73,8 +72,8 @@ test-unit: $(STAMP) $(PKG)
 e2e: $(STAMP) $(PKG)
 	$(BIN)/pytest -q tests/e2e
 
-ui: $(STAMP) $(PKG)  ## MLflow UI on the runs of this checkout
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+ui: $(STAMP) $(PKG)  ## MLflow UI on the runs of this checkout; prints (and opens) the links comparing the trials
+	$(BIN)/mripipe ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 # the CUDA path measured on a GPU from a finished run's cached scans (needs torch + MONAI only there)
 PATCHES ?= results/patches

@@ -28,6 +28,7 @@ os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 XDIST_SCOPES = {
     "tests/e2e/test_pipeline.py": "e2e-run",
     "tests/e2e/test_infer.py": "e2e-run",
+    "tests/e2e/test_ui_browser.py": "e2e-run",
 }
 
 

@@ -57,3 +57,9 @@ def run_snakemake() -> Callable[..., subprocess.CompletedProcess[str]]:
 def run_command() -> Callable[..., subprocess.CompletedProcess[str]]:
     """:func:`run_in`."""
     return run_in
+
+
+@pytest.fixture(scope="session")
+def run_environ() -> Callable[[Path], dict[str, str]]:
+    """:func:`run_env`."""
+    return run_env

@@ -13,7 +13,7 @@ Modules (in the order of ``mripipe --help``):
 - ``learn_commands``: split, patches, search-init, train, rung, choose, package.
 - ``infer_commands``: predict, infer.
 - ``evaluate_commands``: evaluate, evaluate-detection, summarise, where, report-training, report-data, reproduce, publish.
-- ``track_commands``: tracking-server.
+- ``track_commands``: tracking-server, ui.
 - ``arguments``: the option helpers the command modules share (``--params``, ``--log``, paths).
 """
 
@@ -31,7 +31,7 @@ from mripipe.cli import (
     preprocess_commands,
     track_commands,
 )
-from mripipe.cli.arguments import Adapter
+from mripipe.cli.arguments import Adapter, show
 from mripipe.core.errors import InputError
 from mripipe.core.utils import setup_logging
 
@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("mripipe %s crashed", ns.command)
         return 1
     if isinstance(out, tuple):  # (user-facing text, exit status), e.g. `mripipe reproduce`
-        print(out[0])
+        if out[0]:
+            show(out[0])
         return int(out[1])
     if isinstance(out, str):  # user-facing output of a command (e.g. `mripipe where`)
-        print(out)
+        show(out)
     return 0

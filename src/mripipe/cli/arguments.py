@@ -1,5 +1,6 @@
 """What every subcommand module of the CLI shares: the common options, the JSON option type,
-the mark naming the stage module an adapter calls, and the conversions of parsed values."""
+the mark naming the stage module an adapter calls, the conversions of parsed values, and the
+user-facing output (:func:`show`, stdout)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from typing import Any, TypeVar
 
 Adapter = Callable[[argparse.Namespace], Any]
 A = TypeVar("A", bound=Adapter)
+
+
+def show(text: str) -> None:
+    """A command's user-facing output: stdout, flushed at once (``mripipe ui`` keeps running)."""
+    print(text, flush=True)
 
 
 def json_object(text: str) -> dict[str, Any]:

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 
 KINDS = ("choice", "uniform", "loguniform", "int")
 
+#: the searched keys a trial's run name shows first (then the rest of the space, in its order)
+LABEL_KEYS = ("optimizer.lr", "network.name", "network.channels", "network.width", "loss.name")
+#: how many searched values a run name shows
+LABEL_VALUES = 4
+
 METRICS = {
     "segmentation": ("val_dice",),
     "classification": ("val_balanced_accuracy", "val_accuracy"),
@@ -169,3 +174,34 @@ def search_metric(params: Mapping[str, Any]) -> str:
     if metric not in METRICS[task]:
         raise InputError(f"search.metric {metric!r} is not produced by {task}; use {METRICS[task]}")
     return metric
+
+
+def trial_label(trial: str, rung: int, values: Mapping[str, Any], space: Mapping[str, Any]) -> str:
+    """A trial's MLflow run name: the trial, its rung and its key searched values, so that the
+    runs table reads without opening a run, e.g.
+    ``trial-003 r1 lr=0.0021 channels=16-32-64 loss=dice_focal optimizer=adam``.
+
+    Args:
+        trial: ``trial-003``.
+        rung: its rung of successive halving (0 in a plain random search).
+        values: the trial's flat parameters (:meth:`TrialParams.flat`).
+        space: the search space; its keys in :data:`LABEL_KEYS` first, :data:`LABEL_VALUES` at most.
+    """
+    keys = [k for k in LABEL_KEYS if k in space] + [k for k in space if k not in LABEL_KEYS]
+    parts = [f"{_label_key(k)}={_label_value(values[k])}" for k in keys if k in values]
+    return " ".join([trial, f"r{rung}", *parts[:LABEL_VALUES]])
+
+
+def _label_key(name: str) -> str:
+    """``loss.name`` -> ``loss``, ``optimizer.lr`` -> ``lr``."""
+    group, key = name.split(".", 1)
+    return group if key == "name" else key
+
+
+def _label_value(value: Any) -> str:
+    """Two significant digits for reals, ``16-32-64`` for lists."""
+    if isinstance(value, list | tuple):
+        return "-".join(_label_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.2g}"
+    return str(value)

@@ -38,7 +38,7 @@ from mripipe.learn.monitor import (
     segmentation_validator,
 )
 from mripipe.learn.networks import build_model, check_input_size
-from mripipe.learn.search import resolve_params, search_metric, trial_index
+from mripipe.learn.search import resolve_params, search_metric, trial_index, trial_label
 from mripipe.learn.trial_params import SegmentationTraining, TrialParams
 from mripipe.track import tracking
 
@@ -155,7 +155,7 @@ def train_trial(
         job: its rung of successive halving: the epoch to stop at and, promoted, the folder it
             continues (default: the whole budget, from scratch).
         loader_workers: DataLoader workers on a GPU (``train.loader_workers``; none on CPU).
-        run_name: its MLflow run's name (default ``trial``; a fold model: ``{trial}-fold-{f}``).
+        run_name: its MLflow run's name and trial tag (a fold model: ``{trial}-fold-{f}``).
 
     Returns: the :class:`~mripipe.learn.loop.FitResult`.
     """
@@ -179,7 +179,7 @@ def train_trial(
         model = build_model(p, data["in_channels"], data["n_classes"]).to(device)
 
         c = tracking.client(search["tracking_uri"])
-        tags = _run_tags(task, slot.device, params, [splits_path, Path(patches_dir) / "index.tsv"], job)
+        tags = _run_tags(p, trial, run_name, slot.device, params, (splits_path, patches_dir), job)
         run_id = tracking.open_trial_run(c, search, run_name or trial, p.flat(), tags, _source_run(job))
         meta = CheckpointMeta.from_dict(data | {
             "experiment": experiment, "trial": trial, "mlflow_run_id": run_id, "task": task,
@@ -188,7 +188,7 @@ def train_trial(
                  trial, slot.device, p.network.name, steps, len(train), len(val))
         try:
             result = fit(model, loss, batches, steps, validate, p, metric, out, device, meta,
-                         _epoch_logger(c, run_id), job.stop_at, job.resume_from)
+                         _epoch_logger(c, run_id, metric), job.stop_at, job.resume_from)
         except BaseException:
             tracking.finish_run(c, run_id, status="FAILED")
             raise
@@ -233,14 +233,19 @@ def _loss_and_validator(
 
 
 def _run_tags(
-    task: str, device: str, params: dict[str, Any], data_files: list[str | Path], job: RungJob
+    p: TrialParams, trial: str, run_name: str | None, device: str, params: dict[str, Any],
+    data: tuple[str | Path, str | Path], job: RungJob,
 ) -> dict[str, str]:
-    """MLflow tags of a trial run: task, device, config and data hashes, rung, git commit."""
+    """MLflow tags of a trial run: its name (``run_name``, else the trial, rung and searched
+    values: :func:`~mripipe.learn.search.trial_label`), task, device, config and data hashes
+    (``data``: the splits file and the patches folder), rung, git commit."""
+    space = (params.get("search") or {}).get("space") or {}
     tags = {
-        "task": task,
+        "mlflow.runName": run_name or trial_label(trial, job.rung, p.flat(), space),
+        "task": p.task,
         "device": device,
         "config_hash": tracking.config_hash(params),
-        "data_hash": tracking.data_hash(data_files),
+        "data_hash": tracking.data_hash([data[0], Path(data[1]) / "index.tsv"]),
         "rung": str(job.rung),
     }
     if job.stop_at is not None:
@@ -251,12 +256,18 @@ def _run_tags(
     return tags
 
 
-def _epoch_logger(c: Any, run_id: str) -> Callable[[dict[str, float]], None]:
-    """``fit``'s ``on_epoch``: log a history row to the trial's MLflow run at step ``epoch``."""
+def _epoch_logger(c: Any, run_id: str, metric: str) -> Callable[[dict[str, float]], None]:
+    """``fit``'s ``on_epoch``: log a history row to the trial's MLflow run at step ``epoch``,
+    the selection ``metric`` first and then the losses, so that MLflow's compare page plots
+    ``metric`` (the first metric key a run logged). Epoch 1 logs ``metric`` even unmeasured
+    (NaN, as MLflow stores it) when validation is not due yet (``val_every`` > 1)."""
 
     def on_epoch(row: dict[str, float]) -> None:
         step = int(row["epoch"])
-        tracking.log_epoch(c, run_id, {k: v for k, v in row.items() if k != "epoch"}, step)
+        first = [metric, "val_loss", "train_loss"]
+        ordered = {k: row[k] for k in first if k in row} | {
+            k: v for k, v in row.items() if k not in first and k != "epoch"}
+        tracking.log_epoch(c, run_id, ordered, step, keep_nan=(metric,) if step == 1 else ())
 
     return on_epoch
 

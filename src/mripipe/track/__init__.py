@@ -1,5 +1,5 @@
-"""MLflow tracking: the store, the search's parent run, trial runs, the evaluation run and the
-tracking server. Imports ``core`` only.
+"""MLflow tracking: the store, the search's parent run, trial runs, the evaluation run, the
+tracking server and the UI's links. Imports ``core`` only.
 
 Modules:
 
@@ -8,4 +8,5 @@ Modules:
 - ``search_init``: ``mripipe search-init``: the MLflow experiment and the parent run of a search.
 - ``server``: ``mripipe tracking-server``: one MLflow server for many concurrent trials.
 - ``tracking``: the store, experiments and trial runs: the helpers every MLflow writer uses.
+- ``ui``: ``mripipe ui``: the MLflow UI, with links to each experiment's trials compared.
 """

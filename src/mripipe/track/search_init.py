@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from mripipe.core.utils import write_json
-from mripipe.track.tracking import client, config_hash, get_or_create_experiment, git_commit, retry
+from mripipe.track.tracking import (
+    SEARCH_TAG,
+    client,
+    config_hash,
+    get_or_create_experiment,
+    git_commit,
+    retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ def search_init(
         "task": str(params.get("task", "")),
         "config_hash": config_hash(params),
     }
+    tags[SEARCH_TAG] = tags["mlflow.runName"]  # one "Group by" group per search (one per seed)
     commit = git_commit(workdir)
     if commit:
         tags["mlflow.source.git.commit"] = commit

@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TRIAL_TAG = "trial"
+#: names a run's search (the search run's name) on the search run and its trials: MLflow's
+#: "Group by" on it shows one group per search, e.g. one per seed (:mod:`mripipe.track.ui`)
+SEARCH_TAG = "search"
 #: MLflow 3 opens an experiment with this tag on its training-runs table (not the GenAI overview).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
@@ -144,6 +147,12 @@ def get_or_create_experiment(c: Any, name: str, uri: str) -> str:
             return str(exp.experiment_id)
 
 
+def search_name(c: Any, parent: str) -> str:
+    """A search's :data:`SEARCH_TAG`: the search run's own tag, else its run name."""
+    run = retry(c.get_run, parent)
+    return str(run.data.tags.get(SEARCH_TAG) or run.info.run_name)
+
+
 def open_trial_run(
     c: Any, search: dict[str, Any], trial: str, flat_params: dict[str, Any], tags: dict[str, str],
     run_id: str | None = None,
@@ -165,6 +174,7 @@ def open_trial_run(
     from mlflow.entities import Param, RunStatus
 
     exp_id, parent = str(search["mlflow_experiment_id"]), str(search["parent_run_id"])
+    tags = {SEARCH_TAG: search_name(c, parent)} | tags
     # continue only an interrupted attempt (not FINISHED) of this trial on the same data
     query = (f"tags.mlflow.parentRunId = '{parent}' and tags.{TRIAL_TAG} = '{trial}' "
              f"and attributes.status != 'FINISHED'")
@@ -193,12 +203,18 @@ def open_trial_run(
     return run_id
 
 
-def log_epoch(c: Any, run_id: str, metrics: dict[str, float], step: int) -> None:
-    """Log one epoch's metrics (NaN values are skipped) at ``step``."""
+def log_epoch(c: Any, run_id: str, metrics: dict[str, float], step: int,
+              keep_nan: Collection[str] = ()) -> None:
+    """Log one epoch's metrics at ``step``, in the dict's order; NaN values are skipped but for
+    the keys in ``keep_nan`` (MLflow stores NaN: "not measured at this step").
+
+    The order matters once: MLflow lists a run's metrics in the order each key was first logged,
+    and its compare page plots the first one the compared runs share.
+    """
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v]
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v or k in keep_nan]
     retry(c.log_batch, run_id, metrics=batch)
 
 

@@ -210,4 +210,5 @@ def test_promoted_trial_equals_the_uninterrupted_run(cohort: Path) -> None:  # n
     runs = c.search_runs([meta["mlflow_experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{meta['parent_run_id']}'")
     assert [r.info.run_id for r in runs] == [ours.meta.mlflow_run_id]
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["rung"] == "1"
+    assert runs[0].info.run_name.startswith("trial-000 r1")  # renamed by the rung it reached
     assert sorted(m.step for m in c.get_metric_history(ours.meta.mlflow_run_id, "val_dice")) == [1, 2, 3, 4, 5, 6]

@@ -118,3 +118,17 @@ def test_default_config_resolves_for_every_trial() -> None:
         for i in range(exp["search"]["n_trials"]):
             p = resolve_params(exp, i)
             assert p.task == exp["task"]
+
+
+def test_trial_label_names_rung_and_key_searched_values_first() -> None:
+    from mripipe.learn.search import trial_label
+
+    space = {"network.channels": {}, "network.dropout": {}, "loss.name": {}, "optimizer.name": {},
+             "optimizer.lr": {}, "training.augment": {}}
+    values = {"network.channels": [16, 32, 64], "network.dropout": 0.04906, "loss.name": "dice_focal",
+              "optimizer.name": "adam", "optimizer.lr": 0.0021347, "training.augment": 0.6}
+    # lr, then the network's and the loss's choices (LABEL_KEYS), then the space's order; 4 values
+    assert trial_label("trial-003", 1, values, space) == (
+        "trial-003 r1 lr=0.0021 channels=16-32-64 loss=dice_focal dropout=0.049")
+    assert trial_label("trial-000", 0, {"optimizer.lr": 3e-05}, {"optimizer.lr": {}}) == "trial-000 r0 lr=3e-05"
+    assert trial_label("trial-000", 0, {}, {}) == "trial-000 r0"

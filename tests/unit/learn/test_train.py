@@ -130,6 +130,7 @@ def test_trial_outputs_and_mlflow_run(reference: Path) -> None:
     search = json.loads((reference.parents[1] / "ref-search.json").read_text())
     assert run.data.tags["mlflow.parentRunId"] == search["parent_run_id"]
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"trial-000 r0 lr={ckpt.params.optimizer.lr:.2g}"  # rung, searched values
     assert run.data.params["optimizer.lr"] == str(ckpt.params.optimizer.lr)
     assert run.data.params == {k: str(v) for k, v in ckpt.params.flat().items()}
     assert {"config_hash", "data_hash"} <= set(run.data.tags)
@@ -288,3 +289,27 @@ def test_gpu_trial_with_amp(cohort: Path) -> None:
     out = run_trial(cohort, "gpu", dict(SEG, training=dict(SEG["training"], epochs=2)))
     _, ckpt = load_trained(out, "cuda")
     assert ckpt.params.training.amp is True
+
+
+def test_epochs_log_the_selection_metric_first(tmp_path: Path) -> None:
+    """MLflow lists a run's metrics in the order each was first logged, and its compare page
+    plots the first: the metric leads from epoch 1, even when validation is first due at
+    epoch 4 (NaN there: not measured)."""
+    from mripipe.learn.train import _epoch_logger
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    search = search_init("lesion", uri, SEG, tmp_path / "search.json")
+    c = client(uri)
+    run = c.create_run(search["mlflow_experiment_id"]).info.run_id
+    log = _epoch_logger(c, run, "val_dice")
+    nan = math.nan
+    for epoch in (1, 2, 3, 4):  # loop.py's row order: epoch, train_loss, val_loss, metric, lr
+        due = epoch == 4
+        log({"epoch": float(epoch), "train_loss": 1.0 / epoch, "val_loss": 0.5 if due else nan,
+             "val_dice": 0.7 if due else nan, "lr": 0.001, "epoch_time_s": 1.0})
+    metrics = c.get_run(run).data.metrics
+    assert list(metrics) == ["val_dice", "train_loss", "lr", "epoch_time_s", "val_loss"]
+    assert metrics["val_dice"] == 0.7 and metrics["train_loss"] == 0.25
+    history = sorted((m.step, m.value) for m in c.get_metric_history(run, "val_dice"))
+    assert history[1:] == [(4, 0.7)] and history[0][0] == 1 and math.isnan(history[0][1])
+    assert [m.step for m in c.get_metric_history(run, "val_loss")] == [4]
