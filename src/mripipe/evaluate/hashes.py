@@ -34,6 +34,10 @@ from mripipe.core.utils import write_json
 log = logging.getLogger(__name__)
 
 SCAN_FILES = ("image.nii.gz", "brainmask.nii.gz", "label.nii.gz", "transform.tfm")
+#: Files that are not a stage's computation: the package's ``model.json`` names its MLflow run and
+#: experiment (random per run); what it packages is hashed as ``weights.pt``. Neither hashed nor
+#: compared (a file published before this rule may still list it).
+NOT_HASHED = ("model.json",)
 _RUNG = re.compile(r"(?:trials/(?P<trial>[^/]+)|rungs/(?P<rung>\d+)/(?P<slot>[^/]+)|folds/(?P<fold>[^/]+))/")
 
 
@@ -95,7 +99,8 @@ def scan_hashes(scans: Iterable[Path]) -> dict[str, str]:
 
 def folder_hashes(folder: Path) -> dict[str, str]:
     """``{relative path: hash}`` of every file under ``folder`` (Snakemake's markers skipped)."""
-    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in folder.rglob("*")
+             if p.is_file() and not p.name.startswith(".") and p.name not in NOT_HASHED]
     return {str(p.relative_to(folder)): file_hash(p) for p in sorted(files)}
 
 
@@ -146,6 +151,8 @@ def write_stage_hashes(scans: list[Path], patches: Path, checkpoints: list[Path]
 
 
 def _stage_line(stage: str, ref: Mapping[str, str], got: Mapping[str, str]) -> tuple[str, bool]:
+    ref = {k: v for k, v in ref.items() if Path(k).name not in NOT_HASHED}
+    got = {k: v for k, v in got.items() if Path(k).name not in NOT_HASHED}
     same = [k for k in ref if got.get(k) == ref[k]]
     differ = [k for k in ref if k in got and got[k] != ref[k]]
     missing = [k for k in ref if k not in got]

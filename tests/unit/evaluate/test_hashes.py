@@ -60,6 +60,7 @@ def test_stages_in_dag_order_and_the_first_that_differs(tmp_path: Path) -> None:
         ckpts.append(res / "seg" / sub / "checkpoint.pt")
     (res / "seg" / "model").mkdir()
     torch.save({"w": torch.ones(1)}, res / "seg" / "model" / "weights.pt")
+    (res / "seg" / "model" / "model.json").write_text('{"mlflow": {"run_id": "random"}}')
     (res / "seg" / "predictions").mkdir()
     _nifti(res / "seg" / "predictions" / "sub-002_ses-01_prob.nii.gz", np.zeros((2, 2, 2), np.float32))
     scans = sorted((res / "preprocessed").iterdir())
@@ -76,3 +77,7 @@ def test_stages_in_dag_order_and_the_first_that_differs(tmp_path: Path) -> None:
     assert first == "seg rung 0"
     assert lines[2] == "seg rung 0: trial-001 differ (1 of 2)"
     assert scan_hashes(scans) == ref[0]["items"]
+    assert list(ref[4]["items"]) == ["weights.pt"]  # model.json names a random MLflow run
+    old = [dict(s, items=dict(s["items"], **{"model.json": "x"})) if s["stage"] == "seg package" else s
+           for s in ref]  # a file published with it listed: not compared
+    assert where_runs_part(old, ref)[0][4] == "seg package: identical (1/1)"
