@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Mapping
 
 ISA_LEVELS = ("native", "avx512", "avx2", "sse4_2")
 
@@ -82,6 +81,18 @@ def pinning_env(cap: str) -> dict[str, str]:
             "NPY_DISABLE_CPU_FEATURES": ",".join(numpy_disabled(cap))}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def cpu_flags() -> list[str]:
     """The :data:`DISPATCH_FLAGS` this CPU has, in that order (empty where unknown)."""
     try:
@@ -117,12 +128,3 @@ def dispatch_in_effect() -> dict[str, object]:
         "numpy_blas": blas,
         "levers": {k: os.environ[k] for k in LEVER_VARS if k in os.environ},
     }
-
-
-def fingerprint(cap: str, dispatch: Mapping[str, object] | None = None) -> dict[str, object]:
-    """The numerics part of a run's provenance: CPU flags, the cap, and (from a job) the dispatch
-    in effect."""
-    out: dict[str, object] = {"cpu_flags": cpu_flags(), "cpu_isa": cap}
-    if dispatch:
-        out["dispatch"] = dict(dispatch)
-    return out

@@ -33,7 +33,7 @@ from importlib import metadata
 from typing import Any, TypeGuard
 
 from mripipe.core.errors import InputError
-from mripipe.core.numerics import cpu_flags
+from mripipe.core.numerics import cpu_flags, cpu_model
 from mripipe.evaluate.spread import META_BLOCKS, seed_spread, tolerance_interval
 
 IDENTICAL = "identical"
@@ -90,24 +90,13 @@ def platform_info(device: str = "cpu") -> dict[str, Any]:
         torch = "none"
     return {
         "platform": f"{platform.system()}-{platform.machine()}",
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "python": platform.python_version(),
         "torch": torch,
         "device": device,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def numerics_info(stages: Mapping[str, Any]) -> dict[str, Any]:

@@ -80,6 +80,11 @@ def fresh_copy(repo: Path, dest: Path) -> str:
     return commit
 
 
+def _here() -> dict[str, Any]:
+    """This machine's :func:`~mripipe.evaluate.compare.platform_info`, on the device a run uses."""
+    return platform_info("cuda" if gpu_present() else "cpu")
+
+
 def gpu_present() -> bool:
     """Whether the pipeline would train on a GPU here (it uses CUDA whenever it is present)."""
     from mripipe.core.devices import visible_devices
@@ -182,7 +187,7 @@ def fresh_runs(repo: Path, cores: int, recipe: Path | None, keep: bool, seeds: l
     preprocessing and patch cache are made once; each seed re-runs training onwards), and the
     fingerprint (:func:`~mripipe.evaluate.compare.platform_info`, the numerics of the first
     run's stages.json, the commit)."""
-    here = platform_info("cuda" if gpu_present() else "cpu")
+    here = _here()
     runs = []
     with _workspace(keep) as tmp:
         work = tmp / "repo"
@@ -214,7 +219,7 @@ def reference_of(repo: Path, published: Path, recipe: Path | None) -> tuple[dict
     return ref, dict(ref.get("produced") or {})
 
 
-def _seeds_to_run(reference: dict[str, Any], produced: dict[str, Any], all_seeds: bool) -> list[int | None]:
+def _seeds_to_run(produced: dict[str, Any], all_seeds: bool) -> list[int | None]:
     seeds: list[int | None] = [int(x) for x in produced.get("train_seeds") or []]
     if not seeds:
         return [None]
@@ -225,7 +230,7 @@ def _given_run(summary: Path, seed: int | None) -> tuple[SeedRun, dict[str, Any]
     """A run made elsewhere: its summary and the stages.json beside it (if any)."""
     stages_path = summary.parent / STAGES.name
     stages = read_json(stages_path) if stages_path.is_file() else {}
-    here = platform_info("cuda" if gpu_present() else "cpu") | numerics_info(stages)
+    here = _here() | numerics_info(stages)
     return SeedRun(seed, read_json(summary), stages), here
 
 
@@ -273,7 +278,7 @@ def reproduce(repo: Path, published: Path = PUBLISHED, recipe: Path | None = Non
         ``identical`` rule, every stage's outputs identical; 1: not).
     """
     reference, produced = reference_of(repo, published, recipe)
-    seeds: list[int | None] = _seeds_to_run(reference, produced, all_seeds) if recipe is None else [None]
+    seeds: list[int | None] = _seeds_to_run(produced, all_seeds) if recipe is None else [None]
     if summary is None:
         runs, here = fresh_runs(repo, cores, recipe, keep, seeds)
     else:
